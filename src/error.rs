@@ -1,0 +1,120 @@
+//! What a client of the proxy can be told, and with which status.
+//!
+//! Every answer the proxy makes itself carries a short plain-text body and an
+//! `x-iap-proxy-error` header naming the failure, so a client (or a person with curl) can
+//! tell the proxy's answers from the upstream's. IAP's own 401/403 pass through untouched.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::auth::cache::NoToken;
+use crate::proxy::ResBody;
+
+pub const ERROR_HEADER: &str = "x-iap-proxy-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("iap-proxy has no ID token, so the request was not forwarded: {0}")]
+    NoToken(#[from] NoToken),
+    #[error("cannot connect to upstream {upstream}: {reason}")]
+    UpstreamConnect { upstream: String, reason: String },
+    #[error("upstream {upstream} sent no response headers within {}s (--upstream-timeout)", .waited.as_secs())]
+    UpstreamTimeout { upstream: String, waited: Duration },
+    #[error("upstream {upstream} failed mid-request: {reason}")]
+    UpstreamFailed { upstream: String, reason: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("request headers total {size} bytes, over the limit of {limit} (--max-header-bytes)")]
+    HeadersTooLarge { size: usize, limit: usize },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoToken(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+
+    /// A stable machine-readable name, the value of `x-iap-proxy-error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoToken(_) => "no-token",
+            ProxyError::UpstreamConnect { .. } => "upstream-connect",
+            ProxyError::UpstreamFailed { .. } => "upstream-failed",
+            ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+        }
+    }
+
+    pub fn into_response(self) -> Response<ResBody> {
+        let body = format!("{self}\n");
+        let mut res = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+/// The error and its causes on one line: hyper's errors keep the useful part
+/// ("invalid peer certificate: UnknownIssuer") in their sources.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_plain_text_with_code() {
+        let res = ProxyError::UpstreamTimeout {
+            upstream: "https://u".into(),
+            waited: Duration::from_secs(3),
+        }
+        .into_response();
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(res.headers()[ERROR_HEADER], "upstream-timeout");
+        assert!(
+            res.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+    }
+
+    #[test]
+    fn chain_joins_sources_once() {
+        let inner = std::io::Error::other("UnknownIssuer");
+        let outer = std::io::Error::other(inner);
+        assert_eq!(chain(&outer), "UnknownIssuer");
+    }
+}

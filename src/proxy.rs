@@ -1,0 +1,297 @@
+//! The data path: rewrite a client's request for the fixed upstream, put the token on it,
+//! forward it, and stream the answer back.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use url::Url;
+
+use crate::auth::TokenCache;
+use crate::config::AuthHeader;
+use crate::error::{ProxyError, chain};
+use crate::headers;
+use crate::upstream::Clients;
+
+pub type ResBody = BoxBody<Bytes, hyper::Error>;
+
+/// Everything a request needs, shared by every connection.
+pub struct Shared {
+    pub upstream: Url,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without its trailing slash, prefixed to every request path.
+    base_path: String,
+    pub clients: Clients,
+    pub tokens: TokenCache,
+    pub header: AuthHeader,
+    pub rewrite_redirects: bool,
+    pub upstream_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// Used in rewritten redirects when the client sent no Host.
+    pub listen: SocketAddr,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        upstream: Url,
+        clients: Clients,
+        tokens: TokenCache,
+        header: AuthHeader,
+        rewrite_redirects: bool,
+        upstream_timeout: Duration,
+        max_header_bytes: usize,
+        listen: SocketAddr,
+    ) -> Result<Shared, String> {
+        let scheme =
+            Scheme::try_from(upstream.scheme()).map_err(|e| format!("upstream scheme: {e}"))?;
+        let host = upstream.host_str().ok_or("upstream URL has no host")?;
+        let authority = match upstream.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let authority =
+            Authority::try_from(authority).map_err(|e| format!("upstream authority: {e}"))?;
+        let base_path = upstream.path().trim_end_matches('/').to_string();
+        Ok(Shared {
+            upstream,
+            scheme,
+            authority,
+            base_path,
+            clients,
+            tokens,
+            header,
+            rewrite_redirects,
+            upstream_timeout,
+            max_header_bytes,
+            listen,
+        })
+    }
+
+    /// The upstream URI for a request: always the configured upstream, whatever authority
+    /// the client named (an absolute-form request cannot steer the token elsewhere).
+    fn target_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let pq = uri
+            .path_and_query()
+            .map(PathAndQuery::as_str)
+            .unwrap_or("/");
+        let pq = if pq.starts_with('/') {
+            pq.to_string()
+        } else {
+            format!("/{pq}")
+        };
+        let pq = PathAndQuery::try_from(format!("{}{pq}", self.base_path))
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream path: {e}")))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))
+    }
+}
+
+/// The per-connection service: knows the client's address for X-Forwarded-For.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    client: Option<SocketAddr>,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>, client: Option<SocketAddr>) -> Proxy {
+        Proxy { shared, client }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ResBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ResBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        let client = self.client;
+        Box::pin(async move {
+            Ok(match forward(&shared, client, req).await {
+                Ok(res) => res,
+                Err(err) => {
+                    tracing::warn!(code = err.code(), error = %err, "request not served by the upstream");
+                    err.into_response()
+                }
+            })
+        })
+    }
+}
+
+async fn forward(
+    shared: &Shared,
+    client: Option<SocketAddr>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResBody>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "CONNECT is not supported: iap-proxy forwards plain requests to its one configured upstream".into(),
+        ));
+    }
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > shared.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            size,
+            limit: shared.max_header_bytes,
+        });
+    }
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    // Fetch the token before touching the body: without one nothing is forwarded.
+    let token = shared.tokens.get().await?;
+
+    let client_version = req.version();
+    let (parts, body) = req.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = shared.target_uri(&parts.uri)?;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = parts.headers;
+    let h = out.headers_mut();
+    headers::strip_hop_by_hop(h, true);
+    h.remove(header::HOST);
+    headers::set_forwarded(h, client.map(|c| c.ip()), original_host.as_ref());
+    headers::set_token(h, shared.header, token.bearer());
+    if let Some(proto) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+
+    let http = if upgrade.is_some() {
+        &shared.clients.upgrade
+    } else {
+        &shared.clients.main
+    };
+    let sent = tokio::time::timeout(shared.upstream_timeout, http.request(out)).await;
+    let mut res = match sent {
+        Err(_elapsed) => {
+            return Err(ProxyError::UpstreamTimeout {
+                upstream: shared.upstream.to_string(),
+                waited: shared.upstream_timeout,
+            });
+        }
+        Ok(Err(err)) if err.is_connect() => {
+            return Err(ProxyError::UpstreamConnect {
+                upstream: shared.upstream.to_string(),
+                reason: chain(&err),
+            });
+        }
+        Ok(Err(err)) => {
+            return Err(ProxyError::UpstreamFailed {
+                upstream: shared.upstream.to_string(),
+                reason: chain(&err),
+            });
+        }
+        Ok(Ok(res)) => res,
+    };
+
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let (mut parts, _) = res.into_parts();
+            let proto = parts.headers.get(header::UPGRADE).cloned();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(proto) = proto {
+                parts.headers.insert(header::UPGRADE, proto);
+            }
+            parts.version = client_version;
+            return Ok(Response::from_parts(
+                parts,
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ));
+        }
+    }
+
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    if shared.rewrite_redirects {
+        if let Some(location) = parts.headers.get(header::LOCATION) {
+            let host = original_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+                .unwrap_or_else(|| shared.listen.to_string());
+            if let Some(new) = headers::rewrite_location(location, &shared.upstream, &host) {
+                parts.headers.insert(header::LOCATION, new);
+            }
+        }
+    }
+    parts.version = client_version;
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The protocol a client asks to upgrade to, when it asks in the HTTP/1.1 way.
+fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::warn!(error = %chain(&err), "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(
+            bytes_up = up,
+            bytes_down = down,
+            "upgraded connection closed"
+        ),
+        Err(err) => tracing::debug!(error = %err, "upgraded connection ended with an error"),
+    }
+}

@@ -1,0 +1,121 @@
+//! The listener: accept, serve HTTP/1.1 and h2c on each connection, drain on shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::proxy::{Proxy, Shared};
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_concurrent_requests: usize,
+}
+
+/// How the drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every in-flight request finished within the grace period.
+    Clean,
+    /// The grace period ran out with connections still open; they were dropped.
+    TimedOut,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+/// finish within the grace period.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Drain {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        // hyper answers 431 itself past this; our own check (with the error header) sits at
+        // max_header_bytes, so leave room above it for the request line and the first body bytes.
+        .max_buf_size(opts.max_header_bytes.saturating_mul(2).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(opts.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
+    let limit = Arc::new(Semaphore::new(opts.max_concurrent_requests));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Running out of file descriptors must not end the proxy: wait and retry.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let svc = ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
+            .layer(TraceLayer::new_for_http())
+            .layer(SetSensitiveResponseHeadersLayer::new([
+                http::header::SET_COOKIE,
+            ]))
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(limit.clone()))
+            .service(Proxy::new(shared.clone(), Some(remote)));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = opts.shutdown_grace.as_secs(),
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    match tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => {
+            tracing::info!("drained; exiting");
+            Drain::Clean
+        }
+        Err(_) => {
+            tracing::warn!("grace period ran out with requests still in flight; dropping them");
+            Drain::TimedOut
+        }
+    }
+}
+
+fn sensitive() -> [HeaderName; 3] {
+    [
+        http::header::AUTHORIZATION,
+        http::header::PROXY_AUTHORIZATION,
+        http::header::COOKIE,
+    ]
+}
