@@ -53,7 +53,14 @@ impl Metadata {
             HeaderName::from_static("metadata-flavor"),
             HeaderValue::from_static("Google"),
         );
-        let response = self.http.get(url, &[flavor]).await?;
+        let response = self.http.get(url, &[flavor]).await.map_err(|e| match e {
+            // The usual cause is running off Google Cloud; say how to choose a key file instead.
+            AuthError::Unreachable { endpoint, reason } => AuthError::Unreachable {
+                endpoint,
+                reason: format!("{reason} (outside Google Cloud, pass --credentials or set GOOGLE_APPLICATION_CREDENTIALS)"),
+            },
+            other => other,
+        })?;
         if !response.status.is_success() {
             return Err(client::rejected(url, &response));
         }
