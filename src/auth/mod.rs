@@ -53,10 +53,15 @@ impl IdToken {
         let raw = raw.trim();
         let claims = jwt::unverified_claims(raw)?;
         let expires_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp);
-        let mut bearer = HeaderValue::try_from(format!("Bearer {raw}"))
-            .map_err(|_| AuthError::BadToken("it contains characters not allowed in a header".into()))?;
+        let mut bearer = HeaderValue::try_from(format!("Bearer {raw}")).map_err(|_| {
+            AuthError::BadToken("it contains characters not allowed in a header".into())
+        })?;
         bearer.set_sensitive(true);
-        Ok(IdToken { raw: Secret::new(raw), bearer, expires_at })
+        Ok(IdToken {
+            raw: Secret::new(raw),
+            bearer,
+            expires_at,
+        })
     }
     pub fn expose(&self) -> &str {
         self.raw.expose()
@@ -72,7 +77,10 @@ impl IdToken {
 
 impl fmt::Debug for IdToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IdToken").field("token", &"<redacted>").field("expires_at", &self.expires_at).finish()
+        f.debug_struct("IdToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
     }
 }
 
@@ -87,13 +95,26 @@ pub trait TokenSource: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("cannot read credentials file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("credentials file {path} is malformed: {reason}")]
     Malformed { path: PathBuf, reason: String },
     #[error("credentials file {path}: field `{field}` {problem}")]
-    Field { path: PathBuf, field: &'static str, problem: String },
-    #[error("credentials file {path} has type `{kind}`, which this version does not support (use a service_account key file or the metadata server)")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        problem: String,
+    },
+    #[error(
+        "credentials file {path} has type `{kind}`, which this version does not support (use a service_account key file or the metadata server)"
+    )]
     UnsupportedType { path: PathBuf, kind: String },
+    #[error("endpoint `{url}` is not a valid URL: {reason}")]
+    BadEndpoint { url: String, reason: String },
+    #[error("cannot set up TLS for the token endpoints: {0}")]
+    Tls(String),
     #[error("token endpoint {url} must use https (plain http is accepted only on a loopback host)")]
     InsecureEndpoint { url: String },
     #[error("cannot sign the JWT assertion with the key in {path}: {reason}")]
@@ -101,7 +122,11 @@ pub enum AuthError {
     #[error("cannot reach {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
     #[error("{endpoint} answered {status}: {detail}")]
-    Rejected { endpoint: String, status: u16, detail: String },
+    Rejected {
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
     #[error("{endpoint} did not answer in time ({seconds}s)")]
     Timeout { endpoint: String, seconds: u64 },
     #[error("the token endpoint returned an unusable ID token: {0}")]
@@ -120,7 +145,9 @@ pub fn source_from_settings(
         .map(Path::to_path_buf)
         .or_else(|| env.get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from));
     let source: Arc<dyn TokenSource> = match file {
-        Some(path) => Arc::new(service_account::ServiceAccount::from_file(&path, audience, http)?),
+        Some(path) => Arc::new(service_account::ServiceAccount::from_file(
+            &path, audience, http,
+        )?),
         None => Arc::new(metadata::Metadata::new(env, audience, http)),
     };
     tracing::info!(source = %source.describe(), %audience, "credential source chosen");
