@@ -325,8 +325,12 @@ impl Settings {
         let token_wait = l.seconds("token_wait", 1).unwrap_or_default();
         let header_read_timeout = l.seconds("header_read_timeout", 1).unwrap_or_default();
         // hyper refuses a smaller read buffer than 8 KiB.
-        let max_header_bytes = l.count("max_header_bytes", 8192).unwrap_or_default();
-        let max_concurrent_requests = l.count("max_concurrent_requests", 1).unwrap_or_default();
+        let max_header_bytes = l
+            .count("max_header_bytes", 8192, "bytes")
+            .unwrap_or_default();
+        let max_concurrent_requests = l
+            .count("max_concurrent_requests", 1, "requests")
+            .unwrap_or_default();
 
         match (listen, upstream, audience) {
             (Some(listen), Some(upstream), Some(audience)) if l.errors.is_empty() => Ok(Settings {
@@ -590,8 +594,8 @@ impl Layered {
         self.number(key, min, "seconds").map(Duration::from_secs)
     }
 
-    fn count(&mut self, key: &str, min: u64) -> Option<usize> {
-        self.number(key, min, "units")
+    fn count(&mut self, key: &str, min: u64, unit: &str) -> Option<usize> {
+        self.number(key, min, unit)
             .and_then(|n| usize::try_from(n).ok())
     }
 
