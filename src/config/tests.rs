@@ -1,0 +1,548 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use clap::{CommandFactory, Parser};
+
+use super::*;
+
+const UP: &str = "https://app.example.com";
+const AUD: &str = "123-abc.apps.googleusercontent.com";
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("iap-proxy-config-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+    fn missing(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn proxy_args(flags: &[&str]) -> ProxyArgs {
+    let cli = Cli::try_parse_from(std::iter::once("iap-proxy").chain(flags.iter().copied()))
+        .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+    assert!(cli.command.is_none());
+    cli.proxy
+}
+
+fn token_args(flags: &[&str]) -> TokenArgs {
+    let cli = Cli::try_parse_from(
+        ["iap-proxy", "token"]
+            .into_iter()
+            .chain(flags.iter().copied()),
+    )
+    .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+    match cli.command {
+        Some(Command::Token(args)) => args,
+        None => panic!("no token command"),
+    }
+}
+
+fn load(flags: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+    Settings::load(&proxy_args(flags), &Env::from_pairs(env.iter().copied()))
+}
+
+/// `load` with the two required settings supplied by flags.
+fn load_ok(flags: &[&str], env: &[(&str, &str)]) -> Settings {
+    let all: Vec<&str> = ["--upstream", UP, "--audience", AUD]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect();
+    load(&all, env).unwrap_or_else(|e| panic!("{flags:?} {env:?}: {e}"))
+}
+
+fn load_err(flags: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    match load(flags, env) {
+        Ok(s) => panic!("{flags:?} {env:?} accepted: {s:?}"),
+        Err(e) => e.0,
+    }
+}
+
+fn assert_one_error(errors: &[String], want: &[&str]) {
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    for w in want {
+        assert!(errors[0].contains(w), "{:?} lacks {w:?}", errors[0]);
+    }
+}
+
+#[test]
+fn cli_is_consistent_and_documents_precedence() {
+    Cli::command().debug_assert();
+    let help = Cli::command().render_long_help().to_string();
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("defaults < --config FILE (TOML) < environment IAP_PROXY_<KEY> < flags"),
+        "{help}"
+    );
+    assert!(help.contains("RUST_LOG"), "{help}");
+    assert!(help.contains("default info"), "{help}");
+}
+
+#[test]
+fn cli_parses_values_and_rejects_misuse() {
+    let args = proxy_args(&[
+        "--header",
+        "Proxy-Authorization",
+        "--log-format",
+        "json",
+        "--allow-non-loopback",
+    ]);
+    assert_eq!(args.header, Some(AuthHeader::ProxyAuthorization));
+    assert_eq!(args.log_format, Some(LogFormat::Json));
+    assert!(args.allow_non_loopback && !args.no_rewrite_redirects);
+    assert_eq!(args.listen, None);
+    for bad in [
+        &["--header", "x-auth"][..],
+        &["--shutdown-grace", "-1"],
+        &["--token-wait", "1.5"],
+        &["--listen", "127.0.0.1:1", "token"],
+    ] {
+        assert!(
+            Cli::try_parse_from(std::iter::once("iap-proxy").chain(bad.iter().copied())).is_err(),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        token_args(&["--audience", "a"]).audience.as_deref(),
+        Some("a")
+    );
+}
+
+#[test]
+fn defaults_match_settings_new() {
+    let loaded = load_ok(&[], &[]);
+    let new = Settings::new(Url::parse(UP).unwrap(), AUD);
+    assert_eq!(format!("{loaded:?}"), format!("{new:?}"));
+}
+
+#[test]
+fn precedence_default_file_env_flag() {
+    let dir = TempDir::new();
+    let file = dir.file(
+        "p.toml",
+        "listen = \"127.0.0.2:1000\"\nshutdown_grace = 1\n",
+    );
+    // (file?, env?, flag?) → expected listen port and shutdown_grace
+    let cases = [
+        (false, false, false, 8080, 30),
+        (true, false, false, 1000, 1),
+        (true, true, false, 2000, 2),
+        (false, true, false, 2000, 2),
+        (true, true, true, 3000, 3),
+        (false, true, true, 3000, 3),
+        (true, false, true, 3000, 3),
+    ];
+    for (use_file, use_env, use_flag, port, grace) in cases {
+        let mut flags = vec![];
+        if use_file {
+            flags.extend(["--config", file.as_str()]);
+        }
+        if use_flag {
+            flags.extend(["--listen", "127.0.0.4:3000", "--shutdown-grace", "3"]);
+        }
+        let env: &[(&str, &str)] = if use_env {
+            &[
+                ("IAP_PROXY_LISTEN", "127.0.0.3:2000"),
+                ("IAP_PROXY_SHUTDOWN_GRACE", "2"),
+            ]
+        } else {
+            &[]
+        };
+        let s = load_ok(&flags, env);
+        assert_eq!(
+            (s.listen.port(), s.shutdown_grace.as_secs()),
+            (port, grace),
+            "{flags:?} {env:?}"
+        );
+    }
+}
+
+#[test]
+fn env_values_are_typed_and_flags_win() {
+    let env = [
+        ("IAP_PROXY_UPSTREAM", "http://localhost:9000/base"),
+        ("IAP_PROXY_AUDIENCE", "0123"),
+        ("IAP_PROXY_HEADER", "PROXY-AUTHORIZATION"),
+        ("IAP_PROXY_LOG_FORMAT", "json"),
+        ("IAP_PROXY_NO_REWRITE_REDIRECTS", "true"),
+        ("IAP_PROXY_MAX_HEADER_BYTES", "8192"),
+        ("IAP_PROXY_TOKEN_WAIT", "5"),
+        ("IAP_PROXY_LISTEN", ""),
+    ];
+    let s = load(&[], &env).unwrap();
+    assert_eq!(s.upstream.as_str(), "http://localhost:9000/base");
+    assert_eq!(s.audience, "0123");
+    assert_eq!(s.header, AuthHeader::ProxyAuthorization);
+    assert_eq!(s.log_format, LogFormat::Json);
+    assert!(!s.rewrite_redirects);
+    assert_eq!(
+        (s.max_header_bytes, s.token_wait),
+        (8192, Duration::from_secs(5))
+    );
+    assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+    let s = load(
+        &[
+            "--audience",
+            "flag",
+            "--header",
+            "authorization",
+            "--token-wait",
+            "7",
+        ],
+        &env,
+    )
+    .unwrap();
+    assert_eq!(
+        (s.audience.as_str(), s.header),
+        ("flag", AuthHeader::Authorization)
+    );
+    assert_eq!(s.token_wait, Duration::from_secs(7));
+}
+
+#[test]
+fn non_loopback_listen_needs_permission() {
+    for listen in ["0.0.0.0:8080", "[::]:8080", "192.168.1.5:80"] {
+        let errors = load_err(
+            &["--upstream", UP, "--audience", AUD, "--listen", listen],
+            &[],
+        );
+        assert_one_error(
+            &errors,
+            &[
+                listen,
+                "--listen",
+                "acts as the service account",
+                "--allow-non-loopback",
+            ],
+        );
+        let s = load_ok(&["--listen", listen, "--allow-non-loopback"], &[]);
+        assert!(s.allow_non_loopback);
+        let s = load_ok(
+            &["--listen", listen],
+            &[("IAP_PROXY_ALLOW_NON_LOOPBACK", "true")],
+        );
+        assert_eq!(s.listen.to_string(), listen);
+    }
+    for listen in [
+        "127.0.0.1:1",
+        "127.8.9.10:80",
+        "[::1]:8080",
+        "[::ffff:127.0.0.1]:80",
+    ] {
+        assert_eq!(
+            load_ok(&["--listen", listen], &[]).listen.to_string(),
+            listen
+        );
+    }
+}
+
+#[test]
+fn upstream_rules() {
+    for ok in [
+        "https://app.example.com/prefix",
+        "http://localhost:8000",
+        "http://127.0.0.1",
+        "http://[::1]:3000",
+    ] {
+        let s = load(&["--audience", AUD, "--upstream", ok], &[]).unwrap();
+        assert_eq!(s.upstream, Url::parse(ok).unwrap());
+    }
+    let cases = [
+        ("app.example.com", "not an absolute URL"),
+        ("/relative", "not an absolute URL"),
+        ("http://app.example.com", "in clear"),
+        ("http://10.0.0.1", "in clear"),
+        ("ftp://app.example.com", "scheme must be https"),
+        ("https://app.example.com/?a=1", "?query"),
+        ("https://app.example.com/#x", "#fragment"),
+        ("https://user:pw@app.example.com", "user:password@"),
+    ];
+    for (upstream, want) in cases {
+        let errors = load_err(&["--audience", AUD, "--upstream", upstream], &[]);
+        assert_one_error(&errors, &[want, "upstream", upstream, "--upstream"]);
+    }
+    let errors = load_err(&["--audience", AUD, "--upstream", "unix:/run/sock"], &[]);
+    assert!(
+        errors.iter().any(|e| e.contains("has no host")),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn each_rule_has_its_own_message() {
+    let dir = TempDir::new();
+    let not_pem = dir.file("not.pem", "hello");
+    let missing = dir.missing("nope.json");
+    let base = ["--upstream", UP, "--audience", AUD];
+    // (extra flags, env, substrings of the one expected error)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["--listen", "localhost:80"],
+            vec![],
+            vec!["listen", "IP:port"],
+        ),
+        (
+            vec![],
+            vec![("IAP_PROXY_LISTEN", "127.0.0.1")],
+            vec!["IAP_PROXY_LISTEN", "IP:port"],
+        ),
+        (
+            vec!["--upstream-ca", &not_pem],
+            vec![],
+            vec!["upstream_ca", "no PEM certificate"],
+        ),
+        (
+            vec!["--upstream-ca", &missing],
+            vec![],
+            vec!["upstream_ca", "cannot be read", "nope.json"],
+        ),
+        (
+            vec!["--credentials", &missing],
+            vec![],
+            vec!["credentials", "cannot be used", "nope.json"],
+        ),
+        (
+            vec![],
+            vec![("IAP_PROXY_HEADER", "x-auth")],
+            vec!["header", "proxy-authorization"],
+        ),
+        (
+            vec![],
+            vec![("IAP_PROXY_LOG_FORMAT", "xml")],
+            vec!["log_format", "text or json"],
+        ),
+        (
+            vec!["--upstream-timeout", "0"],
+            vec![],
+            vec!["upstream_timeout", "at least 1"],
+        ),
+        (
+            vec!["--token-wait", "0"],
+            vec![],
+            vec!["token_wait", "at least 1"],
+        ),
+        (
+            vec!["--header-read-timeout", "0"],
+            vec![],
+            vec!["header_read_timeout", "at least 1"],
+        ),
+        (
+            vec![],
+            vec![("IAP_PROXY_SHUTDOWN_GRACE", "soon")],
+            vec!["IAP_PROXY_SHUTDOWN_GRACE", "whole number"],
+        ),
+        (
+            vec![],
+            vec![("IAP_PROXY_SHUTDOWN_GRACE", "-1")],
+            vec!["shutdown_grace", "whole number"],
+        ),
+        (
+            vec!["--max-header-bytes", "100"],
+            vec![],
+            vec!["max_header_bytes", "at least 8192"],
+        ),
+        (
+            vec!["--max-concurrent-requests", "0"],
+            vec![],
+            vec!["max_concurrent_requests", "at least 1"],
+        ),
+        (
+            vec![],
+            vec![("IAP_PROXY_ALLOW_NON_LOOPBACK", "maybe")],
+            vec!["allow_non_loopback", "true or false"],
+        ),
+    ];
+    for (flags, env, want) in cases {
+        let all: Vec<&str> = base.iter().copied().chain(flags.iter().copied()).collect();
+        assert_one_error(&load_err(&all, &env), &want);
+    }
+    assert_eq!(
+        load_ok(&["--shutdown-grace", "0"], &[]).shutdown_grace,
+        Duration::ZERO
+    );
+    let pem = dir.file("ca.pem", PEM);
+    let creds = dir.file("sa.json", "{}");
+    let s = load_ok(&["--upstream-ca", &pem, "--credentials", &creds], &[]);
+    assert_eq!(s.upstream_ca, Some(PathBuf::from(&pem)));
+    assert_eq!(s.credentials, Some(PathBuf::from(&creds)));
+}
+
+#[test]
+fn required_settings() {
+    let errors = load_err(&[], &[]);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("upstream is required") && errors[0].contains("IAP_PROXY_UPSTREAM")
+    );
+    assert!(errors[1].starts_with("audience is required") && errors[1].contains("--audience"));
+    assert_one_error(
+        &load_err(&["--upstream", UP, "--audience", " "], &[]),
+        &["audience", "must not be empty"],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let env = [("IAP_PROXY_LOG_FORMAT", "xml"), ("IAP_PROXY_UPSTREM", UP)];
+    let errors = load_err(
+        &[
+            "--listen",
+            "0.0.0.0:80",
+            "--token-wait",
+            "0",
+            "--max-header-bytes",
+            "1",
+        ],
+        &env,
+    );
+    assert_eq!(errors.len(), 7, "{errors:#?}");
+    let text = ConfigErrors(errors).to_string();
+    assert!(text.starts_with("invalid settings:\n  - "), "{text}");
+    for want in [
+        "IAP_PROXY_UPSTREM",
+        "listen",
+        "upstream is required",
+        "audience",
+        "log_format",
+        "token_wait",
+    ] {
+        assert!(text.contains(want), "{text} lacks {want}");
+    }
+}
+
+#[test]
+fn toml_file_types_and_typos() {
+    let dir = TempDir::new();
+    let typo = dir.file(
+        "typo.toml",
+        "upstrem = \"https://x\"\n[proxy]\nlisten = \"x\"\n",
+    );
+    let errors = load_err(
+        &["--upstream", UP, "--audience", AUD, "--config", &typo],
+        &[],
+    );
+    assert_one_error(
+        &errors,
+        &["typo.toml", "`upstrem`", "`proxy`", "unknown key"],
+    );
+
+    let typed = dir.file(
+        "typed.toml",
+        "listen = 8080\nshutdown_grace = 1.5\nmax_concurrent_requests = -3\n",
+    );
+    let errors = load_err(
+        &["--upstream", UP, "--audience", AUD, "--config", &typed],
+        &[],
+    );
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors.iter().all(|e| e.contains("typed.toml")),
+        "{errors:#?}"
+    );
+
+    let broken = dir.file("broken.toml", "listen = \n");
+    assert_one_error(
+        &load_err(
+            &["--upstream", UP, "--audience", AUD, "--config", &broken],
+            &[],
+        ),
+        &["broken.toml"],
+    );
+
+    let missing = dir.missing("absent.toml");
+    let errors = load_err(
+        &["--upstream", UP, "--audience", AUD, "--config", &missing],
+        &[],
+    );
+    assert_one_error(&errors, &["absent.toml"]);
+}
+
+#[test]
+fn config_file_from_env_and_unknown_env_vars() {
+    let dir = TempDir::new();
+    let a = dir.file("a.toml", "shutdown_grace = 5\n");
+    let b = dir.file("b.toml", "shutdown_grace = 6\n");
+    let s = load_ok(&[], &[("IAP_PROXY_CONFIG", &a)]);
+    assert_eq!(s.shutdown_grace.as_secs(), 5);
+    let s = load_ok(&["--config", &b], &[("IAP_PROXY_CONFIG", &a)]);
+    assert_eq!(s.shutdown_grace.as_secs(), 6);
+    let errors = load_err(
+        &["--upstream", UP, "--audience", AUD],
+        &[("IAP_PROXY_UPSTREM", UP), ("OTHER", "x")],
+    );
+    assert_one_error(
+        &errors,
+        &[
+            "unknown environment variable IAP_PROXY_UPSTREM",
+            "IAP_PROXY_UPSTREAM",
+        ],
+    );
+}
+
+#[test]
+fn token_settings() {
+    let env = Env::default();
+    let errors = TokenSettings::load(&token_args(&[]), &env).unwrap_err().0;
+    assert_one_error(&errors, &["audience is required"]);
+    let dir = TempDir::new();
+    let file = dir.file(
+        "shared.toml",
+        &format!("audience = \"{AUD}\"\nlisten = \"0.0.0.0:1\"\n"),
+    );
+    let s = TokenSettings::load(&token_args(&["--config", &file]), &env).unwrap();
+    assert_eq!(
+        s,
+        TokenSettings {
+            audience: AUD.into(),
+            credentials: None,
+            upstream_ca: None
+        }
+    );
+    let env = Env::from_pairs([("IAP_PROXY_AUDIENCE", "from-env")]);
+    assert_eq!(
+        TokenSettings::load(&token_args(&[]), &env)
+            .unwrap()
+            .audience,
+        "from-env"
+    );
+    let missing = dir.missing("ca.pem");
+    let errors = TokenSettings::load(&token_args(&["--upstream-ca", &missing]), &env)
+        .unwrap_err()
+        .0;
+    assert_one_error(&errors, &["upstream_ca", "ca.pem"]);
+}
+
+#[test]
+fn example_file_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/iap-proxy.example.toml");
+    let s = load(&["--config", example], &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (s.upstream.as_str(), s.audience.as_str()),
+        ("https://app.example.com/", AUD)
+    );
+    let new = Settings::new(s.upstream.clone(), AUD);
+    assert_eq!(
+        format!("{s:?}"),
+        format!("{new:?}"),
+        "the example should show the defaults"
+    );
+}
