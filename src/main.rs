@@ -1,1 +1,103 @@
-fn main() {}
+//! The `iap-proxy` binary: parse, build, run.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use iap_proxy::config::{Cli, Command, EXIT_USAGE, Env, Settings, TokenSettings};
+use iap_proxy::{Drain, telemetry};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(EXIT_USAGE).unwrap_or(64));
+        }
+    };
+    let env = Env::from_process();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("iap-proxy: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Token(args)) => {
+            let settings = match TokenSettings::load(&args, &env) {
+                Ok(s) => s,
+                Err(errors) => return usage(errors),
+            };
+            telemetry::init(iap_proxy::config::LogFormat::Text, Some(env.get("RUST_LOG").unwrap_or("warn")));
+            report(runtime.block_on(print_token(settings, env)))
+        }
+        None => {
+            let settings = match Settings::load(&cli.proxy, &env) {
+                Ok(s) => s,
+                Err(errors) => return usage(errors),
+            };
+            telemetry::init(settings.log_format, env.get("RUST_LOG"));
+            match runtime.block_on(serve(settings, env)) {
+                Ok(Drain::Clean) => ExitCode::SUCCESS,
+                Ok(Drain::TimedOut) => ExitCode::from(1),
+                Err(err) => report(Err(err)),
+            }
+        }
+    }
+}
+
+fn usage(errors: impl std::fmt::Display) -> ExitCode {
+    eprintln!("iap-proxy: {errors}");
+    ExitCode::from(u8::try_from(EXIT_USAGE).unwrap_or(64))
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("iap-proxy: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn print_token(settings: TokenSettings, env: Env) -> anyhow::Result<()> {
+    let token = iap_proxy::fetch_token(
+        &settings.audience,
+        settings.credentials.as_deref(),
+        settings.upstream_ca.as_deref(),
+        &env,
+    )
+    .await?;
+    println!("{}", token.expose());
+    Ok(())
+}
+
+async fn serve(settings: Settings, env: Env) -> anyhow::Result<Drain> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
+    let drain = iap_proxy::run(listener, settings, env, shutdown_signal()).await?;
+    Ok(drain)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the proxy with SIGKILL");
+        return std::future::pending().await;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}

@@ -1,5 +1,7 @@
 //! Logging: `RUST_LOG` picks the level (default info), `--log-format` the shape.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -12,7 +14,8 @@ pub fn init(format: LogFormat, rust_log: Option<&str>) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _already_set = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -139,7 +139,9 @@ pub enum Command {
     Token(TokenArgs),
 }
 
-// Value flags are Options so that an absent flag leaves the file/env value alone.
+// Value flags are Options so that an absent flag leaves the file/env value alone, and
+// strings so that a bad value is reported together with every other problem (exit 64)
+// rather than by clap alone.
 #[derive(clap::Args, Debug, Default)]
 pub struct ProxyArgs {
     /// TOML settings file (see config/iap-proxy.example.toml).
@@ -158,8 +160,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
     /// Request header that carries the token [default: authorization].
-    #[arg(long, value_name = "HEADER", value_enum, ignore_case = true)]
-    pub header: Option<AuthHeader>,
+    #[arg(long, value_name = "authorization|proxy-authorization")]
+    pub header: Option<String>,
     /// Extra PEM CA certificates to trust for the upstream, besides the system roots.
     #[arg(long, value_name = "PEMFILE")]
     pub upstream_ca: Option<PathBuf>,
@@ -167,29 +169,29 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub allow_non_loopback: bool,
     /// Log output format [default: text].
-    #[arg(long, value_name = "FORMAT", value_enum, ignore_case = true)]
-    pub log_format: Option<LogFormat>,
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
     /// Pass upstream redirects through unchanged instead of pointing them back at the proxy.
     #[arg(long)]
     pub no_rewrite_redirects: bool,
     /// Seconds to let in-flight requests finish after SIGTERM/Ctrl-C [default: 30].
     #[arg(long, value_name = "SECONDS")]
-    pub shutdown_grace: Option<u64>,
+    pub shutdown_grace: Option<String>,
     /// Seconds to wait for the upstream's response headers [default: 60].
     #[arg(long, value_name = "SECONDS")]
-    pub upstream_timeout: Option<u64>,
+    pub upstream_timeout: Option<String>,
     /// Seconds a request without a valid token waits for one to be fetched [default: 10].
     #[arg(long, value_name = "SECONDS")]
-    pub token_wait: Option<u64>,
+    pub token_wait: Option<String>,
     /// Seconds a client has to send its request headers [default: 30].
     #[arg(long, value_name = "SECONDS")]
-    pub header_read_timeout: Option<u64>,
+    pub header_read_timeout: Option<String>,
     /// Largest accepted request header block, in bytes (at least 8192) [default: 65536].
     #[arg(long, value_name = "N")]
-    pub max_header_bytes: Option<usize>,
+    pub max_header_bytes: Option<String>,
     /// Requests served at once; more wait their turn [default: 4096].
     #[arg(long, value_name = "N")]
-    pub max_concurrent_requests: Option<usize>,
+    pub max_concurrent_requests: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -286,23 +288,17 @@ impl Settings {
         flags.string("upstream", args.upstream.as_deref());
         flags.string("audience", args.audience.as_deref());
         flags.path("credentials", args.credentials.as_deref());
-        flags.string("header", args.header.map(|h| h.to_string()).as_deref());
+        flags.string("header", args.header.as_deref());
         flags.path("upstream_ca", args.upstream_ca.as_deref());
         flags.switch("allow_non_loopback", args.allow_non_loopback);
-        flags.string(
-            "log_format",
-            args.log_format.map(|f| f.to_string()).as_deref(),
-        );
+        flags.string("log_format", args.log_format.as_deref());
         flags.switch("no_rewrite_redirects", args.no_rewrite_redirects);
-        flags.number("shutdown_grace", args.shutdown_grace);
-        flags.number("upstream_timeout", args.upstream_timeout);
-        flags.number("token_wait", args.token_wait);
-        flags.number("header_read_timeout", args.header_read_timeout);
-        flags.number("max_header_bytes", args.max_header_bytes.map(|n| n as u64));
-        flags.number(
-            "max_concurrent_requests",
-            args.max_concurrent_requests.map(|n| n as u64),
-        );
+        flags.string("shutdown_grace", args.shutdown_grace.as_deref());
+        flags.string("upstream_timeout", args.upstream_timeout.as_deref());
+        flags.string("token_wait", args.token_wait.as_deref());
+        flags.string("header_read_timeout", args.header_read_timeout.as_deref());
+        flags.string("max_header_bytes", args.max_header_bytes.as_deref());
+        flags.string("max_concurrent_requests", args.max_concurrent_requests.as_deref());
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");
@@ -436,11 +432,6 @@ impl Flags {
     fn switch(&mut self, key: &'static str, given: bool) {
         if given {
             self.0.push((key, true.into()));
-        }
-    }
-    fn number(&mut self, key: &'static str, value: Option<u64>) {
-        if let Some(v) = value {
-            self.0.push((key, v.into()));
         }
     }
 }
