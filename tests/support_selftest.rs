@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, Version};
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Value, json};
-use support::client::get;
 use support::fake_google::IDENTITY_PATH;
 use support::*;
 

@@ -236,14 +236,9 @@ fn websocket(shared: &Shared, mut req: Request<Incoming>) -> Response<Body> {
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         let (mut tx, mut rx) = ws.split();
         while let Some(Ok(msg)) = rx.next().await {
-            match msg {
-                Message::Text(_) | Message::Binary(_) => {
-                    if tx.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+            if matches!(msg, Message::Close(_)) || (echo && tx.send(msg).await.is_err()) {
+                break;
             }
         }
     });

@@ -1,10 +1,11 @@
 //! End-to-end fixtures: local servers that behave like Google's token endpoints
 //! (`FakeGoogle`) and like an IAP-protected HTTPS app (`Upstream`).
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod app;
 pub mod client;
 pub mod fake_google;
+mod google_http;
 pub mod keys;
 pub mod tls;
 pub mod upstream;
@@ -17,10 +18,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use client::{HttpClient, HttpsClient, Resp, http_client, https_client, send};
+// Each test binary uses a different subset of these re-exports.
+#[allow(unused_imports)]
+pub use client::{HttpClient, HttpsClient, Resp, get, http_client, https_client, send};
+#[allow(unused_imports)]
 pub use fake_google::{FakeGoogle, IssuedIdToken, TokenPath};
+#[allow(unused_imports)]
 pub use keys::RsaKey;
+#[allow(unused_imports)]
 pub use tls::TestCa;
+#[allow(unused_imports)]
 pub use upstream::{Alpn, AuthOutcome, Recorded, Upstream, UpstreamOptions, expected_sha256};
 
 /// Installs aws-lc-rs as rustls' process default. The fixtures never rely on it (they
