@@ -160,62 +160,66 @@ async fn token_endpoint_rejects_bad_assertions() {
     assert_eq!(fake.request_count(), 5);
 }
 
+const FLAVOR: (&str, &str) = ("Metadata-Flavor", "Google");
+
+fn identity_url(fake: &FakeGoogle, query: &str) -> String {
+    format!("{}{IDENTITY_PATH}?{query}", fake.base_url())
+}
+
+/// A valid ID token for AUD from `fake`, via the metadata path.
+async fn id_token(fake: &FakeGoogle) -> String {
+    let url = identity_url(fake, &format!("audience={AUD}&format=full"));
+    send(&http_client(), get(&url, &[FLAVOR])).await.text()
+}
+
 #[tokio::test]
 async fn metadata_server_requires_flavor_header() {
     let fake = FakeGoogle::start().await;
     let client = http_client();
-    let url = format!(
-        "{}{IDENTITY_PATH}?audience={AUD}&format=full",
-        fake.base_url()
+    let url = identity_url(&fake, &format!("audience={AUD}&format=full"));
+    assert_eq!(
+        send(&client, get(&url, &[])).await.status,
+        StatusCode::FORBIDDEN
     );
-    let resp = send(&client, get(&url, &[])).await;
-    assert_eq!(resp.status, StatusCode::FORBIDDEN);
 
-    let resp = send(&client, get(&url, &[("Metadata-Flavor", "Google")])).await;
-    assert_eq!(resp.status, StatusCode::OK);
-    let claims =
-        jsonwebtoken::decode::<Value>(&resp.text(), &fake.decoding_key(), &validation(AUD))
-            .unwrap()
-            .claims;
+    let token = id_token(&fake).await;
+    let claims = jsonwebtoken::decode::<Value>(&token, &fake.decoding_key(), &validation(AUD))
+        .unwrap()
+        .claims;
     assert_eq!(
         claims["email"],
         "default-sa@fake-project.iam.gserviceaccount.com"
     );
 
-    let no_aud = format!("{}{IDENTITY_PATH}?format=full", fake.base_url());
+    let no_aud = identity_url(&fake, "format=full");
     assert_eq!(
-        send(&client, get(&no_aud, &[("Metadata-Flavor", "Google")]))
-            .await
-            .status,
+        send(&client, get(&no_aud, &[FLAVOR])).await.status,
         StatusCode::BAD_REQUEST
     );
     let root = format!("{}/", fake.base_url());
     assert_eq!(
-        send(&client, get(&root, &[("Metadata-Flavor", "Google")]))
-            .await
-            .status,
+        send(&client, get(&root, &[FLAVOR])).await.status,
         StatusCode::OK
     );
 
     fake.set_failing(Some(503));
     assert_eq!(
-        send(&client, get(&url, &[("Metadata-Flavor", "Google")]))
-            .await
-            .status,
+        send(&client, get(&url, &[FLAVOR])).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(fake.issued_count(), 1);
-}
+    // The 403 never counted as a token request; the 400 (no audience) did.
+    assert_eq!(fake.request_count(), 3);
 
-/// A valid ID token for AUD from `fake`, via the metadata path.
-async fn id_token(fake: &FakeGoogle) -> String {
-    let url = format!(
-        "{}{IDENTITY_PATH}?audience={AUD}&format=full",
-        fake.base_url()
+    // Dropping the fake must free its port: nothing keeps serving behind the test's back.
+    let port = fake.port();
+    drop(fake);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
     );
-    send(&http_client(), get(&url, &[("Metadata-Flavor", "Google")]))
-        .await
-        .text()
 }
 
 #[tokio::test]
@@ -259,11 +263,7 @@ async fn upstream_checks_tokens_like_iap() {
     );
 
     let expired = fake.sign_id_token(&FakeGoogle::id_token_claims(AUD, "a@b.c", now_secs() - 1));
-    let resp = send(
-        &client,
-        get(&echo, &[("authorization", &format!("Bearer {expired}"))]),
-    )
-    .await;
+    let resp = get_bearer(&client, &echo, &expired).await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
     assert!(resp.text().contains("Expired"));
 
@@ -272,28 +272,16 @@ async fn upstream_checks_tokens_like_iap() {
         "a@b.c",
         now_secs() + 60,
     ));
-    let resp = send(
-        &client,
-        get(&echo, &[("authorization", &format!("Bearer {wrong_aud}"))]),
-    )
-    .await;
+    let resp = get_bearer(&client, &echo, &wrong_aud).await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
     assert!(resp.text().contains(AUD));
 
     let other = FakeGoogle::start().await;
     let foreign = other.sign_id_token(&FakeGoogle::id_token_claims(AUD, "a@b.c", now_secs() + 60));
-    let resp = send(
-        &client,
-        get(&echo, &[("authorization", &format!("Bearer {foreign}"))]),
-    )
-    .await;
+    let resp = get_bearer(&client, &echo, &foreign).await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
 
-    let resp = send(
-        &client,
-        get(&echo, &[("authorization", "Bearer ya29.not-a-jwt")]),
-    )
-    .await;
+    let resp = get_bearer(&client, &echo, "ya29.not-a-jwt").await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
     assert!(resp.text().contains("Unable to parse JWT"));
 
@@ -317,10 +305,7 @@ async fn upstream_streams_and_negotiates() {
     .await;
     assert_eq!(resp.version, Version::HTTP_2);
     assert_eq!(resp.body.len(), 1_000_000);
-    assert_eq!(
-        hex(&sha2_digest(&resp.body)),
-        hex(&expected_sha256(1_000_000))
-    );
+    assert_eq!(hex(&sha256(&resp.body)), hex(&expected_sha256(1_000_000)));
 
     let data = vec![7u8; 300_000];
     let req = Request::post(format!("{}/upload", up.url()))
@@ -329,7 +314,7 @@ async fn upstream_streams_and_negotiates() {
         .unwrap();
     let resp = send(&h2, req).await;
     assert_eq!(resp.json()["bytes"], 300_000);
-    assert_eq!(resp.json()["sha256"], hex(&sha2_digest(&data)));
+    assert_eq!(resp.json()["sha256"], hex(&sha256(&data)));
 
     let resp = send(&h2, get(&format!("{}/trailers", up.url()), &auth)).await;
     assert_eq!(resp.trailers.unwrap()["grpc-status"], "0");
@@ -425,9 +410,4 @@ async fn upstream_http2_only_and_http1_only() {
         resp.header("location"),
         Some(format!("{}/landed?x=1", up.url()).as_str())
     );
-}
-
-fn sha2_digest(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).into()
 }

@@ -86,3 +86,15 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     }
     b.body(Full::new(Bytes::new())).unwrap()
 }
+
+/// GET `url` with `Authorization: Bearer token`, buffered.
+pub async fn get_bearer<C>(client: &Client<C, Full<Bytes>>, url: &str, token: &str) -> Resp
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    send(
+        client,
+        get(url, &[("authorization", &format!("Bearer {token}"))]),
+    )
+    .await
+}

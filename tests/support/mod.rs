@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 // Each test binary uses a different subset of these re-exports.
 #[allow(unused_imports)]
-pub use client::{HttpClient, HttpsClient, Resp, get, http_client, https_client, send};
+pub use client::{HttpClient, HttpsClient, Resp, get, get_bearer, http_client, https_client, send};
 #[allow(unused_imports)]
 pub use fake_google::{FakeGoogle, IssuedIdToken, TokenPath};
 #[allow(unused_imports)]
@@ -120,6 +120,11 @@ where
             }
         }
     })
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
 }
 
 /// Lowercase hex, for sha256 digests in JSON bodies and assertions.
