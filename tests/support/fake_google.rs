@@ -1,0 +1,219 @@
+//! A fake of oauth2.googleapis.com/token and of the GCE metadata server, on one plain
+//! HTTP/1.1 listener. It checks what Google checks and answers in Google's shapes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::DecodingKey;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::google_http;
+use super::keys::RsaKey;
+use super::{now_secs, spawn_accept_loop};
+
+pub const GOOGLE_KID: &str = "fake-google-1";
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+pub const DEFAULT_EMAIL: &str = "default-sa@fake-project.iam.gserviceaccount.com";
+pub const PROJECT_ID: &str = "fake-project";
+pub const IDENTITY_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/identity";
+pub const META_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+/// Which endpoint issued a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenPath {
+    TokenEndpoint,
+    Metadata,
+}
+
+#[derive(Clone, Debug)]
+pub struct IssuedIdToken {
+    pub token: String,
+    pub audience: String,
+    pub email: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub via: TokenPath,
+}
+
+pub(super) struct Account {
+    pub(super) email: String,
+    pub(super) client_id: String,
+    pub(super) key: DecodingKey,
+}
+
+pub(super) struct State {
+    pub(super) port: u16,
+    pub(super) google_key: RsaKey,
+    /// Registered service-account public keys, by `private_key_id` (the JWT `kid`).
+    pub(super) accounts: Mutex<HashMap<String, Account>>,
+    pub(super) default_email: Mutex<String>,
+    pub(super) lifetime_ms: AtomicU64,
+    pub(super) failing: AtomicU16, // 0 = healthy
+    pub(super) delay_ms: AtomicU64,
+    pub(super) requests: AtomicUsize,
+    pub(super) issued: Mutex<Vec<IssuedIdToken>>,
+    /// Access token -> email, so later fakes (e.g. generateIdToken) can check callers.
+    pub(super) access_tokens: Mutex<HashMap<String, String>>,
+}
+
+pub struct FakeGoogle {
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeGoogle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeGoogle {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake google");
+        let port = listener.local_addr().expect("local addr").port();
+        let state = Arc::new(State {
+            port,
+            google_key: RsaKey::generate(),
+            accounts: Mutex::new(HashMap::new()),
+            default_email: Mutex::new(DEFAULT_EMAIL.to_owned()),
+            lifetime_ms: AtomicU64::new(3_600_000),
+            failing: AtomicU16::new(0),
+            delay_ms: AtomicU64::new(0),
+            requests: AtomicUsize::new(0),
+            issued: Mutex::new(Vec::new()),
+            access_tokens: Mutex::new(HashMap::new()),
+        });
+        let st = state.clone();
+        let task = spawn_accept_loop(listener, move |stream| {
+            let st = st.clone();
+            async move {
+                let svc = service_fn(move |req| google_http::handle(st.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            }
+        });
+        FakeGoogle { state, task }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.state.port
+    }
+    /// "http://127.0.0.1:PORT"
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.state.port)
+    }
+    /// What `GCE_METADATA_HOST` would hold: "127.0.0.1:PORT".
+    pub fn metadata_host(&self) -> String {
+        format!("127.0.0.1:{}", self.state.port)
+    }
+    pub fn token_uri(&self) -> String {
+        self.state.token_uri()
+    }
+    pub fn public_key_pem(&self) -> String {
+        self.state.google_key.public_pem().to_owned()
+    }
+    pub fn decoding_key(&self) -> DecodingKey {
+        self.state.google_key.decoding_key()
+    }
+    /// Google's signing key itself, so tests can forge tokens IAP would (not) accept.
+    pub fn google_key(&self) -> &RsaKey {
+        &self.state.google_key
+    }
+
+    /// Signs arbitrary claims with Google's key (header kid = GOOGLE_KID), e.g. to make an
+    /// expired or wrong-audience ID token without waiting.
+    pub fn sign_id_token(&self, claims: &Value) -> String {
+        self.state.google_key.sign(Some(GOOGLE_KID), claims)
+    }
+
+    /// Claims of a well-formed ID token for `audience` / `email` expiring at `exp`.
+    pub fn id_token_claims(audience: &str, email: &str, exp: u64) -> Value {
+        json!({
+            "iss": GOOGLE_ISSUER, "aud": audience, "azp": email, "sub": "100000000000000000001",
+            "email": email, "email_verified": true, "iat": now_secs().min(exp), "exp": exp,
+        })
+    }
+
+    /// Registers a fresh service account key for `email` and returns Google's key-file JSON.
+    pub fn service_account_json(&self, email: &str) -> Value {
+        let key = RsaKey::generate();
+        let key_id = super::hex(&rand::random::<[u8; 20]>());
+        let client_id = format!("1{:020}", rand::random::<u64>() % 10u64.pow(19));
+        self.state.accounts.lock().unwrap().insert(
+            key_id.clone(),
+            Account {
+                email: email.to_owned(),
+                client_id: client_id.clone(),
+                key: key.decoding_key(),
+            },
+        );
+        let cert_email = email.replace('@', "%40");
+        json!({
+            "type": "service_account",
+            "project_id": PROJECT_ID,
+            "private_key_id": key_id,
+            "private_key": key.private_pem(),
+            "client_email": email,
+            "client_id": client_id,
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_uri(),
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": format!("https://www.googleapis.com/robot/v1/metadata/x509/{cert_email}"),
+            "universe_domain": "googleapis.com",
+        })
+    }
+
+    /// Writes a registered key file for `email` into `dir`; returns its path.
+    pub fn service_account_key_file(&self, dir: &Path, email: &str) -> PathBuf {
+        let json = self.service_account_json(email);
+        let name = format!("{}.json", email.split('@').next().unwrap_or("sa"));
+        let path = dir.join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(&json).unwrap()).expect("write key file");
+        path
+    }
+
+    /// Email the metadata server reports for the "default" service account.
+    pub fn set_default_email(&self, email: &str) {
+        *self.state.default_email.lock().unwrap() = email.to_owned();
+    }
+    /// Lifetime of tokens issued from now on; `exp` = floor((now + lifetime) in seconds).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
+        self.state.lifetime_ms.store(ms, Ordering::SeqCst);
+    }
+    /// `Some(status)`: every token request (both paths) fails with that status.
+    pub fn set_failing(&self, status: Option<u16>) {
+        self.state
+            .failing
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+    /// Sleep before answering each token request, so concurrent cold starts pile up.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+    /// ID tokens issued, by either path.
+    pub fn issued_count(&self) -> usize {
+        self.state.issued.lock().unwrap().len()
+    }
+    pub fn issued_tokens(&self) -> Vec<IssuedIdToken> {
+        self.state.issued.lock().unwrap().clone()
+    }
+    /// Token requests received (token endpoint and metadata token paths), failures included.
+    pub fn request_count(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+    /// Email an access token was issued to, if this fake issued it.
+    pub fn access_token_email(&self, token: &str) -> Option<String> {
+        self.state.access_tokens.lock().unwrap().get(token).cloned()
+    }
+}

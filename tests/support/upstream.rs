@@ -1,0 +1,349 @@
+//! An HTTPS server that checks requests like IAP, then hands them to a test app (`app.rs`).
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue, PROXY_AUTHORIZATION};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio_rustls::TlsAcceptor;
+
+use super::app::{self, Body, full};
+use super::fake_google::FakeGoogle;
+use super::tls::TestCa;
+use super::{TestDir, now_millis, spawn_accept_loop};
+
+pub use super::app::expected_sha256;
+
+const IAP_HEADER: &str = "x-goog-iap-generated-response";
+
+/// Which protocols the upstream offers by ALPN (and accepts at all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    Both,
+    Http1Only,
+    Http2Only,
+}
+
+pub struct UpstreamOptions {
+    /// Key that Google ID tokens must verify against (the FakeGoogle's).
+    pub google_key: DecodingKey,
+    /// The IAP OAuth client ID: the `aud` tokens must carry.
+    pub audience: String,
+    pub alpn: Alpn,
+}
+
+impl UpstreamOptions {
+    pub fn new(fake: &FakeGoogle, audience: &str) -> Self {
+        UpstreamOptions {
+            google_key: fake.decoding_key(),
+            audience: audience.to_owned(),
+            alpn: Alpn::Both,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Authorized,
+    /// No bearer token at all: answered with IAP's 302 to the Google sign-in page.
+    NoToken,
+    /// Answered 401 with this message.
+    Rejected(String),
+}
+
+/// One request as it reached the upstream (headers before Proxy-Authorization stripping).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub outcome: AuthOutcome,
+    /// "proxy-authorization" or "authorization": where the token was taken from.
+    pub token_header: Option<&'static str>,
+    pub token_exp: Option<u64>,
+    pub email: Option<String>,
+    pub received_at_ms: u128,
+}
+
+impl Recorded {
+    pub fn authorized(&self) -> bool {
+        self.outcome == AuthOutcome::Authorized
+    }
+}
+
+pub(super) struct Shared {
+    pub(super) port: u16,
+    audience: String,
+    google_key: DecodingKey,
+    requests: Mutex<Vec<Recorded>>,
+    pub(super) sse: watch::Sender<u64>,
+    /// Upgraded WebSocket tasks outlive their connection task; aborted on drop.
+    pub(super) ws_tasks: Mutex<Vec<AbortHandle>>,
+}
+
+pub struct Upstream {
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+    ca: TestCa,
+    ca_path: PathBuf,
+    _dir: TestDir,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+        for t in self.shared.ws_tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Upstream {
+    pub async fn start(opts: UpstreamOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let port = listener.local_addr().expect("local addr").port();
+        let ca = TestCa::new();
+        let dir = TestDir::new("upstream");
+        let ca_path = ca.write_ca(dir.path());
+        let alpn: &[&[u8]] = match opts.alpn {
+            Alpn::Both => &[b"h2", b"http/1.1"],
+            Alpn::Http1Only => &[b"http/1.1"],
+            Alpn::Http2Only => &[b"h2"],
+        };
+        let acceptor = TlsAcceptor::from(ca.server_config(alpn));
+        let shared = Arc::new(Shared {
+            port,
+            audience: opts.audience,
+            google_key: opts.google_key,
+            requests: Mutex::new(Vec::new()),
+            sse: watch::channel(0).0,
+            ws_tasks: Mutex::new(Vec::new()),
+        });
+        let (sh, mode) = (shared.clone(), opts.alpn);
+        let task = spawn_accept_loop(listener, move |tcp| {
+            let (sh, acceptor) = (sh.clone(), acceptor.clone());
+            async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| handle(sh.clone(), req));
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder = match mode {
+                    Alpn::Both => builder,
+                    Alpn::Http1Only => builder.http1_only(),
+                    Alpn::Http2Only => builder.http2_only(),
+                };
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await;
+            }
+        });
+        Upstream {
+            shared,
+            task,
+            ca,
+            ca_path,
+            _dir: dir,
+        }
+    }
+
+    /// "https://127.0.0.1:PORT"
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.shared.port)
+    }
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+    /// PEM file of the CA that signed the upstream's certificate.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
+    }
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.ca.client_config()
+    }
+    /// Lets every `/sse` response that is waiting send its second event.
+    pub fn release_sse(&self) {
+        self.shared.sse.send_modify(|g| *g += 1);
+    }
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+    pub fn clear_requests(&self) {
+        self.shared.requests.lock().unwrap().clear();
+    }
+    pub fn authorized_count(&self) -> usize {
+        self.requests().iter().filter(|r| r.authorized()).count()
+    }
+    /// Requests that arrived without a valid token (302 or 401 answers).
+    pub fn rejected_count(&self) -> usize {
+        self.requests().iter().filter(|r| !r.authorized()).count()
+    }
+    /// Accepted requests whose token had expired on arrival. Always 0 unless the check
+    /// in `authenticate` is broken; kept so tests can assert the invariant directly.
+    pub fn expired_accepted_count(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.authorized()
+                    && r.token_exp
+                        .is_some_and(|e| u128::from(e) * 1000 <= r.received_at_ms)
+            })
+            .count()
+    }
+}
+
+struct Verified {
+    exp: u64,
+    email: String,
+}
+
+/// IAP's token choice: a Bearer Proxy-Authorization wins (and is consumed), else Authorization.
+fn take_token(headers: &mut HeaderMap) -> Option<(&'static str, String)> {
+    fn bearer(v: &HeaderValue) -> Option<String> {
+        let s = v.to_str().ok()?;
+        let (scheme, token) = s.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    }
+    if let Some(t) = headers.get(PROXY_AUTHORIZATION).and_then(bearer) {
+        headers.remove(PROXY_AUTHORIZATION);
+        return Some(("proxy-authorization", t));
+    }
+    headers
+        .get(AUTHORIZATION)
+        .and_then(bearer)
+        .map(|t| ("authorization", t))
+}
+
+fn verify(shared: &Shared, token: &str, now_ms: u128) -> Result<Verified, String> {
+    const PARSE: &str = "Invalid IAP credentials: Unable to parse JWT";
+    jsonwebtoken::decode_header(token).map_err(|_| PARSE.to_owned())?;
+    let mut v = Validation::new(Algorithm::RS256);
+    // Audience and expiry are checked below: strictly, and with IAP's messages.
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let claims = jsonwebtoken::decode::<Value>(token, &shared.google_key, &v)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                "Invalid IAP credentials: JWT signature is invalid".to_owned()
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                "Invalid IAP credentials: JWT algorithm is not RS256".to_owned()
+            }
+            _ => PARSE.to_owned(),
+        })?
+        .claims;
+    let iss = claims["iss"].as_str().unwrap_or_default();
+    if iss != "https://accounts.google.com" && iss != "accounts.google.com" {
+        return Err(format!(
+            "Invalid IAP credentials: JWT issuer {iss:?} is invalid"
+        ));
+    }
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    if aud != shared.audience {
+        return Err(format!(
+            "Invalid IAP credentials: JWT audience doesn't match this application \
+             ('aud' claim ({aud}) doesn't match expected value ({}))",
+            shared.audience
+        ));
+    }
+    let exp = claims["exp"]
+        .as_u64()
+        .ok_or("Invalid IAP credentials: JWT has no exp")?;
+    // Zero leeway: a token is dead at the second named by exp.
+    if u128::from(exp) * 1000 <= now_ms {
+        return Err("Invalid IAP credentials: Expired JWT".to_owned());
+    }
+    let email = claims["email"]
+        .as_str()
+        .ok_or("Invalid IAP credentials: JWT has no email claim")?
+        .to_owned();
+    Ok(Verified { exp, email })
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let now_ms = now_millis();
+    let received_headers = req.headers().clone();
+    let token = take_token(req.headers_mut());
+    let (outcome, verified) = match &token {
+        None => (AuthOutcome::NoToken, None),
+        Some((_, t)) => match verify(&shared, t, now_ms) {
+            Ok(v) => (AuthOutcome::Authorized, Some(v)),
+            Err(msg) => (AuthOutcome::Rejected(msg), None),
+        },
+    };
+    shared.requests.lock().unwrap().push(Recorded {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        version: req.version(),
+        headers: received_headers,
+        outcome: outcome.clone(),
+        token_header: token.as_ref().map(|(h, _)| *h),
+        token_exp: verified.as_ref().map(|v| v.exp),
+        email: verified.as_ref().map(|v| v.email.clone()),
+        received_at_ms: now_ms,
+    });
+    let resp = match (outcome, verified) {
+        (AuthOutcome::Authorized, Some(v)) => {
+            let email = format!("accounts.google.com:{}", v.email);
+            req.headers_mut().insert(
+                "x-goog-authenticated-user-email",
+                HeaderValue::from_str(&email).expect("email header"),
+            );
+            app::route(&shared, req).await
+        }
+        (AuthOutcome::Rejected(msg), _) => iap_answer(StatusCode::UNAUTHORIZED, None, msg),
+        _ => {
+            let location = sign_in_url(&shared.audience);
+            iap_answer(StatusCode::FOUND, Some(location), String::new())
+        }
+    };
+    Ok(resp)
+}
+
+fn sign_in_url(client_id: &str) -> String {
+    let redirect =
+        format!("https://iap.googleapis.com/v1/oauth/clientIds/{client_id}:handleRedirect");
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("client_id", client_id)
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid email")
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("state", "fake-iap-state")
+        .finish();
+    format!("https://accounts.google.com/o/oauth2/v2/auth?{query}")
+}
+
+fn iap_answer(status: StatusCode, location: Option<String>, body: String) -> Response<Body> {
+    let mut b = Response::builder()
+        .status(status)
+        .header(IAP_HEADER, "true")
+        .header("content-type", "text/html; charset=utf-8");
+    if let Some(l) = location {
+        b = b.header("location", l);
+    }
+    b.body(full(body)).unwrap()
+}
