@@ -22,7 +22,10 @@ fn main() -> ExitCode {
         }
     };
     let env = Env::from_process();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("iap-proxy: cannot start the async runtime: {err}");
@@ -35,7 +38,10 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(errors) => return usage(errors),
             };
-            telemetry::init(iap_proxy::config::LogFormat::Text, Some(env.get("RUST_LOG").unwrap_or("warn")));
+            telemetry::init(
+                iap_proxy::config::LogFormat::Text,
+                Some(env.get("RUST_LOG").unwrap_or("warn")),
+            );
             report(runtime.block_on(print_token(settings, env)))
         }
         None => {
@@ -91,7 +97,10 @@ async fn serve(settings: Settings, env: Env) -> anyhow::Result<Drain> {
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the proxy with SIGKILL");
         return std::future::pending().await;
     };

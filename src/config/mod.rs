@@ -298,7 +298,10 @@ impl Settings {
         flags.string("token_wait", args.token_wait.as_deref());
         flags.string("header_read_timeout", args.header_read_timeout.as_deref());
         flags.string("max_header_bytes", args.max_header_bytes.as_deref());
-        flags.string("max_concurrent_requests", args.max_concurrent_requests.as_deref());
+        flags.string(
+            "max_concurrent_requests",
+            args.max_concurrent_requests.as_deref(),
+        );
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");

@@ -105,14 +105,24 @@ fn cli_parses_values_and_rejects_misuse() {
         "json",
         "--allow-non-loopback",
     ]);
-    assert_eq!(args.header, Some(AuthHeader::ProxyAuthorization));
-    assert_eq!(args.log_format, Some(LogFormat::Json));
+    assert_eq!(args.header.as_deref(), Some("Proxy-Authorization"));
+    assert_eq!(args.log_format.as_deref(), Some("json"));
     assert!(args.allow_non_loopback && !args.no_rewrite_redirects);
     assert_eq!(args.listen, None);
+    // Bad values pass clap and are reported by validation, together with the rest.
     for bad in [
         &["--header", "x-auth"][..],
-        &["--shutdown-grace", "-1"],
         &["--token-wait", "1.5"],
+        &["--max-header-bytes", "lots"],
+    ] {
+        let mut argv = vec!["--upstream", UP, "--audience", AUD];
+        argv.extend_from_slice(bad);
+        let args = proxy_args(&argv);
+        let errs = Settings::load(&args, &Env::default()).unwrap_err();
+        assert_eq!(errs.0.len(), 1, "{bad:?}: {errs}");
+    }
+    for bad in [
+        &["--shutdown-grace", "-1"][..],
         &["--listen", "127.0.0.1:1", "token"],
     ] {
         assert!(

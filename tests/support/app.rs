@@ -84,6 +84,9 @@ fn echo_json(req: &Request<Incoming>) -> Value {
         "path": req.uri().path(),
         "query": req.uri().query(),
         "version": format!("{:?}", req.version()),
+        // What the app sees as its host: Host on HTTP/1.1, :authority on h2.
+        "authority": req.headers().get("host").and_then(|h| h.to_str().ok()).map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string())),
         "headers": headers,
     })
 }

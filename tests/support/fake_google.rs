@@ -58,6 +58,8 @@ pub(super) struct State {
     pub(super) delay_ms: AtomicU64,
     pub(super) requests: AtomicUsize,
     pub(super) issued: Mutex<Vec<IssuedIdToken>>,
+    /// Every assertion received, so tests can check none leaks into logs.
+    pub(super) assertions: Mutex<Vec<String>>,
     /// Access token -> email, so later fakes (e.g. generateIdToken) can check callers.
     pub(super) access_tokens: Mutex<HashMap<String, String>>,
 }
@@ -89,6 +91,7 @@ impl FakeGoogle {
             delay_ms: AtomicU64::new(0),
             requests: AtomicUsize::new(0),
             issued: Mutex::new(Vec::new()),
+            assertions: Mutex::new(Vec::new()),
             access_tokens: Mutex::new(HashMap::new()),
         });
         let st = state.clone();
@@ -207,6 +210,9 @@ impl FakeGoogle {
     }
     pub fn issued_tokens(&self) -> Vec<IssuedIdToken> {
         self.state.issued.lock().unwrap().clone()
+    }
+    pub fn received_assertions(&self) -> Vec<String> {
+        self.state.assertions.lock().unwrap().clone()
     }
     /// Token requests received (token endpoint and metadata token paths), failures included.
     pub fn request_count(&self) -> usize {

@@ -190,6 +190,7 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
             "Missing required parameter: assertion",
         );
     };
+    state.assertions.lock().unwrap().push(assertion.clone());
     let (claims, email, client_id) = match state.verify_assertion(assertion) {
         Ok(v) => v,
         Err(reason) => return google_error(400, "invalid_grant", &reason),

@@ -5,8 +5,11 @@
 pub mod app;
 pub mod client;
 pub mod fake_google;
+pub mod fixture;
 mod google_http;
 pub mod keys;
+pub mod proxy;
+pub mod proxy_client;
 pub mod tls;
 pub mod upstream;
 

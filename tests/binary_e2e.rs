@@ -1,0 +1,293 @@
+//! End to end with the real binary: memory while streaming, signals, logs, exit codes.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use support::fixture::{AUDIENCE, World};
+use support::proxy::{Binary, binary_path};
+use support::proxy_client::{self as client, get};
+
+fn proxy_args(w: &World) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--upstream".into(),
+        w.upstream.url(),
+        "--audience".into(),
+        AUDIENCE.into(),
+        "--credentials".into(),
+        w.key_file.display().to_string(),
+        "--upstream-ca".into(),
+        w.upstream.ca_path().display().to_string(),
+    ]
+}
+
+fn spawn(w: &World, extra: &[&str], env: &[(&str, &str)]) -> Binary {
+    let mut args = proxy_args(w);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Binary::spawn(&args, env, true)
+}
+
+fn pattern(offset: u64, n: usize) -> Bytes {
+    (0..n as u64)
+        .map(|i| ((offset + i).wrapping_mul(31) % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+const BIG: u64 = 100 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_100_mib_both_ways_in_bounded_memory() {
+    let w = World::new().await;
+    let proxy = spawn(&w, &[], &[]);
+    let baseline = proxy.rss_kib();
+    let http = client::http1();
+
+    // Download: hash as it arrives, never holding the body.
+    let res = http
+        .request(
+            Request::get(proxy.url(&format!("/download?bytes={BIG}")))
+                .body(client::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut body = res.into_body();
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            len += data.len() as u64;
+            hasher.update(&data);
+        }
+    }
+    assert_eq!(len, BIG);
+    assert_eq!(
+        hasher.finalize().as_slice(),
+        support::upstream::expected_sha256(BIG).as_slice()
+    );
+
+    // Upload.
+    let mut hasher = Sha256::new();
+    let mut offset = 0u64;
+    while offset < BIG {
+        let n = (64 * 1024).min(BIG - offset) as usize;
+        hasher.update(pattern(offset, n));
+        offset += n as u64;
+    }
+    let want = hex(hasher.finalize().as_slice());
+    let req = Request::post(proxy.url("/upload"))
+        .body(client::generated(BIG, pattern))
+        .unwrap();
+    let r = client::send(&http, req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["bytes"], BIG);
+    assert_eq!(r.json()["sha256"], want);
+
+    let peak = proxy.peak_rss_kib();
+    eprintln!("iap-proxy RSS: {baseline} KiB at start, {peak} KiB peak after 2 × 100 MiB");
+    assert!(
+        peak < 48 * 1024,
+        "peak RSS {peak} KiB: the body was buffered"
+    );
+    assert_eq!(w.upstream.rejected_count(), 0);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
+    let w = World::new().await;
+    let mut proxy = spawn(&w, &["--shutdown-grace", "10"], &[]);
+    let http = client::http1();
+    assert_eq!(get(&http, &proxy.url("/echo")).await.status, StatusCode::OK);
+    let url = proxy.url("/slow?ms=1500");
+    let in_flight = tokio::spawn({
+        let http = http.clone();
+        async move { get(&http, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.signal("TERM");
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "slow done");
+    let code = tokio::task::spawn_blocking(move || {
+        let code = proxy.wait_exit(Duration::from_secs(10));
+        (code, proxy)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0, Some(0), "{}", code.1.stderr());
+    assert!(code.1.stderr().contains("drained"), "{}", code.1.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_hold_no_token_assertion_or_key() {
+    let w = World::new().await;
+    let mut proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]);
+    let http = client::http1();
+    for path in ["/echo", "/redirect", "/download?bytes=1000"] {
+        let req = Request::get(proxy.url(path))
+            .header("authorization", "Bearer client-secret-value")
+            .body(client::empty())
+            .unwrap();
+        assert!(client::send(&http, req).await.status.is_success() || path == "/redirect");
+    }
+    proxy.signal("TERM");
+    let mut proxy = tokio::task::spawn_blocking(move || {
+        proxy.wait_exit(Duration::from_secs(10));
+        proxy
+    })
+    .await
+    .unwrap();
+    let out = format!("{}\n{}", proxy.stderr(), proxy.stdout());
+    assert!(out.len() > 1000, "expected debug output, got:\n{out}");
+    let tokens = w.google.issued_tokens();
+    assert!(!tokens.is_empty());
+    for t in tokens.iter().map(|t| t.token.clone()) {
+        assert!(!out.contains(&t), "an ID token appears in the logs");
+        let sig = t.rsplit('.').next().unwrap();
+        assert!(!out.contains(sig), "a token signature appears in the logs");
+    }
+    for a in w.google.received_assertions() {
+        assert!(
+            !out.contains(a.rsplit('.').next().unwrap()),
+            "the assertion appears in the logs"
+        );
+    }
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&w.key_file).unwrap()).unwrap();
+    for line in key["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+    {
+        assert!(
+            !out.contains(line),
+            "private key material appears in the logs"
+        );
+    }
+    assert!(
+        !out.contains("client-secret-value"),
+        "the client's Authorization appears in the logs"
+    );
+    let _ = proxy.child.kill();
+}
+
+#[test]
+fn non_loopback_listen_is_refused_with_the_reason() {
+    let mut p = Binary::spawn(
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--upstream",
+            "https://app.example.com",
+            "--audience",
+            AUDIENCE,
+        ],
+        &[],
+        false,
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(64));
+    let err = p.stderr();
+    assert!(
+        err.contains("--allow-non-loopback") && err.contains("service account"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_bad_setting_is_reported_at_once() {
+    let mut p = Binary::spawn(
+        &[
+            "--listen",
+            "nonsense",
+            "--upstream",
+            "ftp://x",
+            "--log-format",
+            "xml",
+        ],
+        &[],
+        false,
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(64));
+    let err = p.stderr();
+    for needle in ["listen", "upstream", "audience", "log"] {
+        assert!(
+            err.to_lowercase().contains(needle),
+            "{needle} not reported:\n{err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_key_file_stops_the_binary_naming_file_and_field() {
+    let w = World::new().await;
+    let path = w.dir.path().join("not-json.json");
+    std::fs::write(&path, b"{\"type\": \"service_account\", \"private_key\": ").unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &w.upstream.url(),
+        "--audience",
+        AUDIENCE,
+        "--credentials",
+        path.to_str().unwrap(),
+    ];
+    let mut p = Binary::spawn(&args, &[], false);
+    let code = p.wait_exit(Duration::from_secs(10));
+    assert_ne!(code, Some(0));
+    assert!(p.stderr().contains("not-json.json"), "{}", p.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subcommand_prints_one_verifiable_token() {
+    let w = World::new().await;
+    let args = [
+        "token",
+        "--audience",
+        AUDIENCE,
+        "--credentials",
+        w.key_file.to_str().unwrap(),
+    ];
+    let mut p = Binary::spawn(&args, &[], false);
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.stderr()
+    );
+    let out = p.stdout();
+    let token = out.trim();
+    assert_eq!(out.lines().count(), 1);
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[AUDIENCE]);
+    let data =
+        jsonwebtoken::decode::<serde_json::Value>(token, &w.google.decoding_key(), &validation)
+            .expect("valid token");
+    assert_eq!(data.claims["email"], support::fixture::SA_EMAIL);
+}
+
+#[test]
+fn help_states_the_precedence() {
+    let out = std::process::Command::new(binary_path())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("IAP_PROXY_"), "{help}");
+    assert!(help.to_lowercase().contains("flags"), "{help}");
+}
