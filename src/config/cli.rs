@@ -1,0 +1,107 @@
+//! The command line: flags and subcommands (clap).
+
+use std::path::PathBuf;
+
+const LONG_ABOUT: &str = "\
+iap-proxy listens on localhost and forwards each request to an HTTPS upstream behind \
+Google Identity-Aware Proxy, adding a fresh Google-signed ID token for the configured audience.
+
+Settings are layered; each source overrides the ones before it:
+  defaults < --config FILE (TOML) < environment IAP_PROXY_<KEY> < flags
+A KEY is the flag name with '-' replaced by '_': --upstream-ca is upstream_ca in the file \
+and IAP_PROXY_UPSTREAM_CA in the environment. IAP_PROXY_CONFIG may name the file instead of --config.
+
+RUST_LOG sets the log level (default info), e.g. RUST_LOG=debug.";
+
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "iap-proxy",
+    version,
+    about = "Localhost proxy that adds Google IAP ID tokens to requests for an HTTPS upstream",
+    long_about = LONG_ABOUT,
+    // Proxy flags before `token` would silently do nothing; refuse them instead.
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print one ID token and a newline (like `gcloud auth print-identity-token`).
+    Token(TokenArgs),
+}
+
+// Value flags are Options so that an absent flag leaves the file/env value alone, and
+// strings so that a bad value is reported together with every other problem (exit 64)
+// rather than by clap alone.
+#[derive(clap::Args, Debug, Default)]
+pub struct ProxyArgs {
+    /// TOML settings file (see config/iap-proxy.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, IPv4 or [IPv6]:port [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Base URL of the IAP-protected service, e.g. https://app.example.com (required).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// ID token audience: the IAP OAuth client ID (required).
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+    /// Service account key or ADC file [default: GOOGLE_APPLICATION_CREDENTIALS, then ADC].
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Request header that carries the token [default: authorization].
+    #[arg(long, value_name = "authorization|proxy-authorization")]
+    pub header: Option<String>,
+    /// Extra PEM CA certificates to trust for the upstream, besides the system roots.
+    #[arg(long, value_name = "PEMFILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Allow listening on a non-loopback address (anyone reaching it acts as the service account).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Log output format [default: text].
+    #[arg(long, value_name = "text|json")]
+    pub log_format: Option<String>,
+    /// Pass upstream redirects through unchanged instead of pointing them back at the proxy.
+    #[arg(long)]
+    pub no_rewrite_redirects: bool,
+    /// Seconds to let in-flight requests finish after SIGTERM/Ctrl-C [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_grace: Option<String>,
+    /// Seconds to wait for the upstream's response headers [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub upstream_timeout: Option<String>,
+    /// Seconds a request without a valid token waits for one to be fetched [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub token_wait: Option<String>,
+    /// Seconds a client has to send its request headers [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub header_read_timeout: Option<String>,
+    /// Largest accepted request header block, in bytes (at least 8192) [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_header_bytes: Option<String>,
+    /// Requests served at once; more wait their turn [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_requests: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct TokenArgs {
+    /// TOML settings file; only audience, credentials and upstream_ca are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// ID token audience: the IAP OAuth client ID (required).
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+    /// Service account key or ADC file [default: GOOGLE_APPLICATION_CREDENTIALS, then ADC].
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Extra PEM CA certificates to trust, besides the system roots.
+    #[arg(long, value_name = "PEMFILE")]
+    pub upstream_ca: Option<PathBuf>,
+}

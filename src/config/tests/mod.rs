@@ -1,0 +1,87 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use clap::{CommandFactory, Parser};
+
+use super::*;
+
+const UP: &str = "https://app.example.com";
+const AUD: &str = "123-abc.apps.googleusercontent.com";
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("iap-proxy-config-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+    fn missing(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn proxy_args(flags: &[&str]) -> ProxyArgs {
+    let cli = Cli::try_parse_from(std::iter::once("iap-proxy").chain(flags.iter().copied()))
+        .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+    assert!(cli.command.is_none());
+    cli.proxy
+}
+
+fn token_args(flags: &[&str]) -> TokenArgs {
+    let cli = Cli::try_parse_from(
+        ["iap-proxy", "token"]
+            .into_iter()
+            .chain(flags.iter().copied()),
+    )
+    .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+    match cli.command {
+        Some(Command::Token(args)) => args,
+        None => panic!("no token command"),
+    }
+}
+
+fn load(flags: &[&str], env: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+    Settings::load(&proxy_args(flags), &Env::from_pairs(env.iter().copied()))
+}
+
+/// `load` with the two required settings supplied by flags.
+fn load_ok(flags: &[&str], env: &[(&str, &str)]) -> Settings {
+    let all: Vec<&str> = ["--upstream", UP, "--audience", AUD]
+        .iter()
+        .chain(flags)
+        .copied()
+        .collect();
+    load(&all, env).unwrap_or_else(|e| panic!("{flags:?} {env:?}: {e}"))
+}
+
+fn load_err(flags: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    match load(flags, env) {
+        Ok(s) => panic!("{flags:?} {env:?} accepted: {s:?}"),
+        Err(e) => e.0,
+    }
+}
+
+fn assert_one_error(errors: &[String], want: &[&str]) {
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    for w in want {
+        assert!(errors[0].contains(w), "{:?} lacks {w:?}", errors[0]);
+    }
+}
+
+mod layering;
+mod validation;
