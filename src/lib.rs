@@ -13,10 +13,13 @@
 //! - [`telemetry`] — logging.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;
@@ -89,6 +92,8 @@ pub async fn run(
         header_read_timeout: settings.header_read_timeout,
         max_header_bytes: settings.max_header_bytes,
         max_concurrent_requests: settings.max_concurrent_requests,
+        route: "default".into(),
+        metrics: Arc::new(metrics::Metrics::new()),
     };
     Ok(server::serve(listener, Arc::new(shared), opts, shutdown).await)
 }

@@ -33,6 +33,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "iap-proxy", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         Some(Command::Token(args)) => {
             let settings = match TokenSettings::load(&args, &env) {
                 Ok(s) => s,

@@ -18,14 +18,19 @@ use tower_http::sensitive_headers::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::access::AccessLogLayer;
+use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerOptions {
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// The route's name in logs and metrics.
+    pub route: Arc<str>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// How the drain ended.
@@ -81,6 +86,7 @@ pub async fn serve(
         let svc = ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
             .layer(TraceLayer::new_for_http())
+            .layer(AccessLogLayer::new(opts.route.clone(), opts.metrics.clone(), Some(remote)))
             .layer(SetSensitiveResponseHeadersLayer::new([
                 http::header::SET_COOKIE,
             ]))
@@ -89,10 +95,13 @@ pub async fn serve(
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
         let conn = graceful.watch(conn.into_owned());
+        let open = opts.metrics.open_connections.clone();
+        open.inc();
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, %remote, "connection ended with an error");
             }
+            open.dec();
         });
     }
     drop(listener);

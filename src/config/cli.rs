@@ -33,6 +33,11 @@ pub struct Cli {
 pub enum Command {
     /// Print one ID token and a newline (like `gcloud auth print-identity-token`).
     Token(TokenArgs),
+    /// Print a shell completion script, e.g. `iap-proxy completions bash > /etc/bash_completion.d/iap-proxy`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 // Value flags are Options so that an absent flag leaves the file/env value alone, and
