@@ -31,14 +31,21 @@ pub struct AccessLogLayer {
 
 impl AccessLogLayer {
     pub fn new(route: Arc<str>, metrics: Arc<Metrics>, remote: Option<SocketAddr>) -> Self {
-        AccessLogLayer { route, metrics, remote }
+        AccessLogLayer {
+            route,
+            metrics,
+            remote,
+        }
     }
 }
 
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
     fn layer(&self, inner: S) -> AccessLog<S> {
-        AccessLog { inner, layer: self.clone() }
+        AccessLog {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -68,7 +75,11 @@ where
         let path = req.uri().path().to_owned();
         let version = req.version();
         let request_size = content_length(req.headers());
-        let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let user_agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let layer = self.layer.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -76,7 +87,11 @@ where
             let status = res.status().as_u16();
             let who = if res.headers().contains_key(ERROR_HEADER) {
                 origin::PROXY
-            } else if res.headers().get(IAP_GENERATED).is_some_and(|v| v == "true") {
+            } else if res
+                .headers()
+                .get(IAP_GENERATED)
+                .is_some_and(|v| v == "true")
+            {
                 origin::IAP
             } else {
                 origin::APP
@@ -108,14 +123,31 @@ where
                 "{method} {path} {status} {:.1}ms",
                 latency.as_secs_f64() * 1000.0
             );
-            let bytes_out = layer.metrics.bytes_out.get_or_create(&RouteLabels { route: layer.route.clone() }).clone();
-            Ok(res.map(|body| CountingBody { inner: body, counter: bytes_out }.boxed()))
+            let bytes_out = layer
+                .metrics
+                .bytes_out
+                .get_or_create(&RouteLabels {
+                    route: layer.route.clone(),
+                })
+                .clone();
+            Ok(res.map(|body| {
+                CountingBody {
+                    inner: body,
+                    counter: bytes_out,
+                }
+                .boxed()
+            }))
         })
     }
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Counts data bytes as they pass, without holding them.
@@ -131,7 +163,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {

@@ -39,7 +39,11 @@ impl AdminState {
         let mut reasons = String::new();
         for (route, cache) in &self.routes {
             if cache.current().is_none() {
-                let _ = writeln!(reasons, "route {route}: no valid ID token yet from {}", cache.source_name());
+                let _ = writeln!(
+                    reasons,
+                    "route {route}: no valid ID token yet from {}",
+                    cache.source_name()
+                );
             }
         }
         (!reasons.is_empty()).then_some(reasons)
@@ -48,7 +52,12 @@ impl AdminState {
     fn refresh_gauges(&self) {
         for (route, cache) in &self.routes {
             let secs = cache.remaining().map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            self.metrics.token_expiry.get_or_create(&RouteLabels { route: route.clone() }).set(secs);
+            self.metrics
+                .token_expiry
+                .get_or_create(&RouteLabels {
+                    route: route.clone(),
+                })
+                .set(secs);
         }
     }
 
@@ -66,11 +75,16 @@ impl AdminState {
                         let mut res = text(StatusCode::OK, body);
                         res.headers_mut().insert(
                             header::CONTENT_TYPE,
-                            header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                            header::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
                         );
                         res
                     }
-                    Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {err}\n")),
+                    Err(err) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("cannot encode metrics: {err}\n"),
+                    ),
                 }
             }
             (&Method::POST, "/quitquitquit") => {
@@ -78,10 +92,14 @@ impl AdminState {
                 self.quit.notify_one();
                 text(StatusCode::OK, "shutting down\n".into())
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/quitquitquit") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into())
-            }
-            _ => text(StatusCode::NOT_FOUND, "admin endpoints: /healthz /readyz /metrics POST /quitquitquit\n".into()),
+            (_, "/healthz" | "/readyz" | "/metrics" | "/quitquitquit") => text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n".into(),
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "admin endpoints: /healthz /readyz /metrics POST /quitquitquit\n".into(),
+            ),
         }
     }
 }
@@ -89,8 +107,10 @@ impl AdminState {
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }
 
@@ -111,7 +131,9 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
             let res = state.handle(&req);
             async move { Ok::<_, Infallible>(res) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, "admin connection ended with an error");

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -95,7 +96,13 @@ pub async fn run(
         route: "default".into(),
         metrics: Arc::new(metrics::Metrics::new()),
     };
-    Ok(server::serve(listener, Arc::new(shared), opts, shutdown).await)
+    Ok(server::serve(
+        listener::Listener::Tcp(listener),
+        Arc::new(shared),
+        opts,
+        shutdown,
+    )
+    .await)
 }
 
 /// Fetches one ID token, for `iap-proxy token`.

@@ -35,7 +35,12 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Completions { shell }) => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "iap-proxy", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "iap-proxy",
+                &mut std::io::stdout(),
+            );
             ExitCode::SUCCESS
         }
         Some(Command::Token(args)) => {

@@ -78,7 +78,9 @@ impl Metrics {
         );
         let upstream_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 0.5 ms .. ~16 s: loopback sidecars up to slow app pages.
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 16,
+            ))
         });
         registry.register_with_unit(
             "upstream_latency",
@@ -101,7 +103,11 @@ impl Metrics {
             bytes_out.clone(),
         );
         let open_connections = Gauge::default();
-        registry.register("open_connections", "Client connections currently open", open_connections.clone());
+        registry.register(
+            "open_connections",
+            "Client connections currently open",
+            open_connections.clone(),
+        );
         let token_refreshes = Family::<RefreshLabels, Counter>::default();
         registry.register(
             "token_refreshes",
@@ -151,12 +157,27 @@ mod tests {
                 origin: origin::APP,
             })
             .inc();
-        m.upstream_latency.get_or_create(&RouteLabels { route: route.clone() }).observe(0.003);
-        m.token_expiry.get_or_create(&RouteLabels { route }).set(42.0);
+        m.upstream_latency
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .observe(0.003);
+        m.token_expiry
+            .get_or_create(&RouteLabels { route })
+            .set(42.0);
         let text = m.encode().unwrap();
         assert!(text.contains("iap_proxy_requests_total{route=\"default\",method=\"GET\",status_class=\"2xx\",origin=\"app\"} 1"), "{text}");
-        assert!(text.contains("iap_proxy_upstream_latency_seconds_bucket"), "{text}");
-        assert!(text.contains("iap_proxy_token_expiry_seconds{route=\"default\"} 42"), "{text}");
-        assert!(text.contains("# TYPE iap_proxy_open_connections gauge"), "{text}");
+        assert!(
+            text.contains("iap_proxy_upstream_latency_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("iap_proxy_token_expiry_seconds{route=\"default\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE iap_proxy_open_connections gauge"),
+            "{text}"
+        );
     }
 }

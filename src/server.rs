@@ -9,7 +9,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -19,6 +18,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::TraceLayer;
 
 use crate::access::AccessLogLayer;
+use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
 
@@ -45,7 +45,7 @@ pub enum Drain {
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
 /// finish within the grace period.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
     opts: ServerOptions,
     shutdown: impl Future<Output = ()>,
@@ -80,18 +80,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
         let svc = ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
             .layer(TraceLayer::new_for_http())
-            .layer(AccessLogLayer::new(opts.route.clone(), opts.metrics.clone(), Some(remote)))
+            .layer(AccessLogLayer::new(
+                opts.route.clone(),
+                opts.metrics.clone(),
+                remote,
+            ))
             .layer(SetSensitiveResponseHeadersLayer::new([
                 http::header::SET_COOKIE,
             ]))
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(limit.clone()))
-            .service(Proxy::new(shared.clone(), Some(remote)));
+            .service(Proxy::new(shared.clone(), remote));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
         let conn = graceful.watch(conn.into_owned());
@@ -99,7 +100,7 @@ pub async fn serve(
         open.inc();
         tokio::spawn(async move {
             if let Err(err) = conn.await {
-                tracing::debug!(error = %err, %remote, "connection ended with an error");
+                tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
             }
             open.dec();
         });

@@ -44,14 +44,22 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let mut visitor = JsonVisitor::default();
         event.record(&mut visitor);
         let mut out = Map::new();
         out.insert("severity".into(), Value::from(severity(meta.level())));
         out.insert("timestamp".into(), Value::from(rfc3339_now()));
-        out.insert("message".into(), visitor.message.map(Value::from).unwrap_or(Value::Null));
+        out.insert(
+            "message".into(),
+            visitor.message.map(Value::from).unwrap_or(Value::Null),
+        );
         out.insert("target".into(), Value::from(meta.target()));
         if !visitor.http.is_empty() {
             out.insert("httpRequest".into(), Value::Object(visitor.http));
@@ -132,6 +140,9 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let t = rfc3339_now();
-        assert!(t.len() >= 20 && t.as_bytes()[4] == b'-' && t.contains('T') && t.ends_with('Z'), "{t}");
+        assert!(
+            t.len() >= 20 && t.as_bytes()[4] == b'-' && t.contains('T') && t.ends_with('Z'),
+            "{t}"
+        );
     }
 }

@@ -51,7 +51,7 @@ fn token_args(flags: &[&str]) -> TokenArgs {
     .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
     match cli.command {
         Some(Command::Token(args)) => args,
-        None => panic!("no token command"),
+        other => panic!("not the token command: {other:?}"),
     }
 }
 
