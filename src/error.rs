@@ -29,6 +29,8 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("request headers total {size} bytes, over the limit of {limit} (--max-header-bytes)")]
     HeadersTooLarge { size: usize, limit: usize },
+    #[error("{}: this listener requires the client secret in the x-iap-proxy-secret header (--client-secret-file)", if *.presented { "wrong client secret" } else { "missing client secret" })]
+    ClientSecret { presented: bool },
 }
 
 impl ProxyError {
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ClientSecret { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         }
     }
 
@@ -52,6 +55,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::ClientSecret { .. } => "client-secret",
         }
     }
 

@@ -16,6 +16,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod client_secret;
 pub mod config;
 pub mod error;
 pub mod headers;
@@ -95,6 +96,7 @@ pub async fn run(
         max_concurrent_requests: settings.max_concurrent_requests,
         route: "default".into(),
         metrics: Arc::new(metrics::Metrics::new()),
+        client_secret: None,
     };
     Ok(server::serve(
         listener::Listener::Tcp(listener),

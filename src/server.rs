@@ -18,6 +18,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::TraceLayer;
 
 use crate::access::AccessLogLayer;
+use crate::client_secret::{ClientSecret, RequireSecretLayer};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
@@ -31,6 +32,8 @@ pub struct ServerOptions {
     /// The route's name in logs and metrics.
     pub route: Arc<str>,
     pub metrics: Arc<Metrics>,
+    /// Required from clients when set (`--client-secret-file`).
+    pub client_secret: Option<ClientSecret>,
 }
 
 /// How the drain ended.
