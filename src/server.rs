@@ -91,6 +91,7 @@ pub async fn serve(
                 opts.metrics.clone(),
                 remote,
             ))
+            .layer(RequireSecretLayer(opts.client_secret.clone()))
             .layer(SetSensitiveResponseHeadersLayer::new([
                 http::header::SET_COOKIE,
             ]))
