@@ -174,7 +174,7 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let mut out = Request::new(body);
+    let mut out = Request::new(http_body_util::Either::Left(body));
     *out.method_mut() = parts.method;
     *out.uri_mut() = shared.target_uri(&parts.uri)?;
     *out.version_mut() = Version::HTTP_11;
