@@ -54,8 +54,8 @@ struct Route {
     matcher: Matcher,
     /// The proxy as logs may show it: no credentials.
     shown: String,
-    /// The metadata server's hosts (lowercase), bypassing the proxy.
-    direct: Vec<String>,
+    /// The metadata server's hosts, and port when `GCE_METADATA_HOST` names one: always direct.
+    direct: Vec<(String, Option<u16>)>,
 }
 
 impl fmt::Debug for Egress {
@@ -88,9 +88,18 @@ impl Egress {
             tracing::info!(proxy = %shown, "NO_PROXY is *: the proxy is not used");
             return Ok(Egress::direct());
         };
-        let mut direct: Vec<String> = METADATA_HOSTS.iter().map(|h| h.to_string()).collect();
-        if let Some(host) = env.get("GCE_METADATA_HOST") {
-            direct.push(strip_port(host.trim()).to_ascii_lowercase());
+        let mut direct: Vec<(String, Option<u16>)> = METADATA_HOSTS
+            .iter()
+            .map(|h| (h.to_string(), None))
+            .collect();
+        if let Some(value) = env.get("GCE_METADATA_HOST") {
+            let value = value.trim();
+            let host = strip_port(value);
+            let port = value
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .filter(|_| host != value);
+            direct.push((host, port));
         }
         tracing::info!(proxy = %shown, no_proxy = %no, "https connections go through a proxy");
         let matcher = Matcher::builder().https(normalized).no(no).build();
@@ -127,7 +136,15 @@ impl Egress {
 impl Route {
     fn proxy_for(&self, dst: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
         let host = dst.host()?.trim_start_matches('[').trim_end_matches(']');
-        if self.direct.iter().any(|d| d.eq_ignore_ascii_case(host)) {
+        let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+        let metadata = self
+            .direct
+            .iter()
+            .any(|(h, p)| h.eq_ignore_ascii_case(host) && p.is_none_or(|p| p == port));
+        if metadata {
             return None;
         }
         self.matcher.intercept(dst)
