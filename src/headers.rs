@@ -78,11 +78,14 @@ pub fn set_forwarded(
 }
 
 /// Puts the token in its header, replacing whatever the client sent there: a client's
-/// value must never be appended to, or travel beside, ours.
+/// value must never be appended to, or travel beside, ours. The other modes leave the
+/// client's own `Authorization` untouched, for the application behind IAP.
 pub fn set_token(headers: &mut HeaderMap, mode: AuthHeader, bearer: &HeaderValue) {
+    const SERVERLESS: HeaderName = HeaderName::from_static("x-serverless-authorization");
     let name = match mode {
         AuthHeader::Authorization => header::AUTHORIZATION,
         AuthHeader::ProxyAuthorization => header::PROXY_AUTHORIZATION,
+        AuthHeader::XServerlessAuthorization => SERVERLESS,
     };
     headers.insert(name, bearer.clone());
 }
@@ -186,6 +189,23 @@ mod tests {
         );
         assert_eq!(h["authorization"], "Bearer app");
         assert_eq!(h["proxy-authorization"], "Bearer ours");
+        let mut h = map(&[
+            ("authorization", "Bearer app"),
+            ("x-serverless-authorization", "Bearer client"),
+            ("x-serverless-authorization", "Bearer client2"),
+        ]);
+        set_token(
+            &mut h,
+            AuthHeader::XServerlessAuthorization,
+            &HeaderValue::from_static("Bearer ours"),
+        );
+        assert_eq!(h["authorization"], "Bearer app");
+        assert_eq!(
+            h.get_all("x-serverless-authorization")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["Bearer ours"]
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`proxy`] — request rewriting and forwarding (a tower `Service`).
 //! - [`headers`] — hop-by-hop, forwarding, token and `Location` header rules.
 //! - [`upstream`] — trust roots and the pooled HTTPS clients.
+//! - [`egress`] — `HTTPS_PROXY` / `NO_PROXY`: which connections tunnel through a proxy.
+//! - [`discovery`] — finding the audience by asking the upstream (`--audience auto`).
 //! - [`server`] — the listener, HTTP/1.1 + h2c, and the drain on shutdown.
 //! - [`error`] — what the proxy answers itself, and with which status.
 //! - [`telemetry`] — logging.
@@ -18,6 +20,8 @@ pub mod admin;
 pub mod auth;
 pub mod client_secret;
 pub mod config;
+pub mod discovery;
+pub mod egress;
 pub mod error;
 pub mod headers;
 pub mod listener;
@@ -35,6 +39,8 @@ use tokio::net::TcpListener;
 use crate::auth::cache::RefreshPolicy;
 use crate::auth::{AuthError, TokenCache, TokenHttp};
 use crate::config::{Env, Settings};
+use crate::discovery::DiscoveryError;
+use crate::egress::{Egress, EgressError};
 use crate::proxy::Shared;
 pub use crate::server::Drain;
 use crate::server::ServerOptions;
@@ -51,6 +57,10 @@ pub enum StartError {
     Upstream { upstream: String, reason: String },
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
+    #[error(transparent)]
+    Egress(#[from] EgressError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
 }
 
 /// Builds everything from `settings` and serves `listener` until `shutdown` resolves.
@@ -62,11 +72,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drain, StartError> {
     let tls = upstream::tls_config(settings.upstream_ca.as_deref())?;
+    let egress = Egress::from_env(&env)?;
+    let clients = Clients::with_egress(tls.clone(), &egress);
+    let audience = match settings.explicit_audience() {
+        Some(audience) => audience.to_owned(),
+        None => {
+            let found =
+                discovery::discover(&clients.main, &settings.upstream, settings.upstream_timeout)
+                    .await?;
+            tracing::info!(audience = %found.audience(), how = ?found, "audience discovered");
+            found.audience().to_owned()
+        }
+    };
     let source = auth::source_from_settings(
         settings.credentials.as_deref(),
-        &settings.audience,
+        &audience,
         &env,
-        TokenHttp::new(tls.clone()),
+        TokenHttp::with_egress(tls.clone(), &egress),
     )?;
     let policy = RefreshPolicy {
         wait: settings.token_wait,
@@ -76,7 +98,7 @@ pub async fn run(
     let listen = listener.local_addr().map_err(StartError::Listener)?;
     let shared = Shared::new(
         settings.upstream.clone(),
-        Clients::new(tls),
+        clients,
         tokens,
         settings.header,
         settings.rewrite_redirects,
@@ -88,7 +110,7 @@ pub async fn run(
         upstream: settings.upstream.to_string(),
         reason,
     })?;
-    tracing::info!(%listen, upstream = %settings.upstream, audience = %settings.audience, header = ?settings.header, "iap-proxy listening");
+    tracing::info!(%listen, upstream = %settings.upstream, %audience, header = ?settings.header, "iap-proxy listening");
     let opts = ServerOptions {
         shutdown_grace: settings.shutdown_grace,
         header_read_timeout: settings.header_read_timeout,
@@ -115,6 +137,7 @@ pub async fn fetch_token(
     env: &Env,
 ) -> Result<auth::IdToken, StartError> {
     let tls = upstream::tls_config(upstream_ca)?;
-    let source = auth::source_from_settings(credentials, audience, env, TokenHttp::new(tls))?;
+    let http = TokenHttp::with_egress(tls, &Egress::from_env(env)?);
+    let source = auth::source_from_settings(credentials, audience, env, http)?;
     Ok(source.fetch().await?)
 }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use url::Url;
@@ -21,7 +21,7 @@ use crate::auth::TokenCache;
 use crate::config::AuthHeader;
 use crate::error::{ProxyError, chain};
 use crate::headers;
-use crate::upstream::Clients;
+use crate::upstream::{Clients, ReqBody, UpstreamClient};
 
 pub type ResBody = BoxBody<Bytes, hyper::Error>;
 
@@ -174,7 +174,8 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let mut out = Request::new(body);
+    let replayable = replayable(&body);
+    let mut out = Request::new(Either::Left(body));
     *out.method_mut() = parts.method;
     *out.uri_mut() = shared.target_uri(&parts.uri)?;
     *out.version_mut() = Version::HTTP_11;
@@ -194,28 +195,34 @@ async fn forward(
     } else {
         &shared.clients.main
     };
-    let sent = tokio::time::timeout(shared.upstream_timeout, http.request(out)).await;
-    let mut res = match sent {
-        Err(_elapsed) => {
-            return Err(ProxyError::UpstreamTimeout {
-                upstream: shared.upstream.to_string(),
-                waited: shared.upstream_timeout,
-            });
+    // Kept only for a bodiless request, the one kind that can be sent again.
+    let replay = replayable.then(|| {
+        (
+            out.method().clone(),
+            out.uri().clone(),
+            out.headers().clone(),
+        )
+    });
+    let mut res = send(shared, http, out).await?;
+    if let Some((method, uri, mut again_headers)) = replay {
+        if rejected_by_iap(res.status(), res.headers()) {
+            match shared.tokens.force_refresh(&token).await {
+                Ok(fresh) => {
+                    tracing::info!(%method, "IAP refused the token (401); replaying once with a fresh one");
+                    headers::set_token(&mut again_headers, shared.header, fresh.bearer());
+                    let mut again = Request::new(Either::Right(Empty::new()));
+                    *again.method_mut() = method;
+                    *again.uri_mut() = uri;
+                    *again.version_mut() = Version::HTTP_11;
+                    *again.headers_mut() = again_headers;
+                    res = send(shared, http, again).await?;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "IAP refused the token (401) and no fresh one came; passing the 401 on");
+                }
+            }
         }
-        Ok(Err(err)) if err.is_connect() => {
-            return Err(ProxyError::UpstreamConnect {
-                upstream: shared.upstream.to_string(),
-                reason: chain(&err),
-            });
-        }
-        Ok(Err(err)) => {
-            return Err(ProxyError::UpstreamFailed {
-                upstream: shared.upstream.to_string(),
-                reason: chain(&err),
-            });
-        }
-        Ok(Ok(res)) => res,
-    };
+    }
 
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -257,6 +264,42 @@ async fn forward(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
+async fn send(
+    shared: &Shared,
+    http: &UpstreamClient,
+    out: Request<ReqBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    match tokio::time::timeout(shared.upstream_timeout, http.request(out)).await {
+        Err(_elapsed) => Err(ProxyError::UpstreamTimeout {
+            upstream: shared.upstream.to_string(),
+            waited: shared.upstream_timeout,
+        }),
+        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect {
+            upstream: shared.upstream.to_string(),
+            reason: chain(&err),
+        }),
+        Ok(Err(err)) => Err(ProxyError::UpstreamFailed {
+            upstream: shared.upstream.to_string(),
+            reason: chain(&err),
+        }),
+        Ok(Ok(res)) => Ok(res),
+    }
+}
+
+/// A request whose body is known to be empty (no Content-Length above 0, no chunked
+/// body, or END_STREAM on HTTP/2 headers) can be sent again: nothing was consumed.
+fn replayable<B: http_body::Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
+
+/// IAP's own 401 (the app never saw the request), as opposed to one from the app.
+fn rejected_by_iap(status: StatusCode, headers: &http::HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED
+        && headers
+            .get("x-goog-iap-generated-response")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+}
+
 /// The protocol a client asks to upgrade to, when it asks in the HTTP/1.1 way.
 fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
@@ -293,5 +336,37 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
             "upgraded connection closed"
         ),
         Err(err) => tracing::debug!(error = %err, "upgraded connection ended with an error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+
+    #[test]
+    fn only_empty_bodies_are_replayable() {
+        assert!(replayable(&Empty::<Bytes>::new()));
+        assert!(replayable(&Full::new(Bytes::new())));
+        assert!(!replayable(&Full::new(Bytes::from_static(b"x"))));
+        // A streamed body of unknown length is never replayed, even if it turns out empty.
+        let stream = futures_util::stream::empty::<Result<http_body::Frame<Bytes>, Infallible>>();
+        assert!(!replayable(&StreamBody::new(stream)));
+    }
+
+    #[test]
+    fn only_iaps_own_401_is_retried() {
+        let mut iap = http::HeaderMap::new();
+        iap.insert(
+            "x-goog-iap-generated-response",
+            HeaderValue::from_static("true"),
+        );
+        assert!(rejected_by_iap(StatusCode::UNAUTHORIZED, &iap));
+        assert!(!rejected_by_iap(StatusCode::FORBIDDEN, &iap));
+        assert!(!rejected_by_iap(StatusCode::FOUND, &iap));
+        assert!(!rejected_by_iap(
+            StatusCode::UNAUTHORIZED,
+            &http::HeaderMap::new()
+        ));
     }
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -13,7 +15,13 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+use crate::egress::{Egress, EgressConnector};
+
+/// What the upstream clients send: the client's body, streamed as it comes, or nothing (a
+/// replay of a bodiless request, or the discovery probe). Nothing is ever buffered.
+pub type ReqBody = Either<Incoming, Empty<Bytes>>;
+
+pub type UpstreamClient = Client<HttpsConnector<EgressConnector>, ReqBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -87,18 +95,24 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(tls: rustls::ClientConfig) -> Clients {
+        Clients::with_egress(tls, &Egress::direct())
+    }
+
+    /// Clients whose connections go out as `egress` says (direct or through a proxy).
+    pub fn with_egress(tls: rustls::ClientConfig, egress: &Egress) -> Clients {
         Clients {
-            main: build(tls.clone(), true),
-            upgrade: build(tls, false),
+            main: build(tls.clone(), true, egress),
+            upgrade: build(tls, false, egress),
         }
     }
 }
 
-fn build(tls: rustls::ClientConfig, allow_h2: bool) -> UpstreamClient {
+fn build(tls: rustls::ClientConfig, allow_h2: bool, egress: &Egress) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let http = egress.connector(http);
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();

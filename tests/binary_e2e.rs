@@ -217,6 +217,8 @@ fn every_bad_setting_is_reported_at_once() {
             "ftp://x",
             "--log-format",
             "xml",
+            "--audience",
+            " ",
         ],
         &[],
         false,

@@ -6,10 +6,11 @@
 //! fetch to end, and is told why when it fails.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::{IdToken, TokenSource};
@@ -80,6 +81,8 @@ struct State {
     last_error: Option<Arc<str>>,
     /// Counts finished fetch attempts, so a waiter can tell a new failure from an old one.
     attempts: u64,
+    /// Counts successful fetches: the serial number of the cached token.
+    serial: u64,
 }
 
 impl State {
@@ -91,12 +94,22 @@ impl State {
     }
 }
 
+/// A request for a token newer than the one IAP refused: the refresher fetches early while
+/// `wanted` is above the cached token's serial. Many requests refusing the same token ask
+/// for the same serial, so they cause one fetch.
+#[derive(Default)]
+struct Forced {
+    wanted: AtomicU64,
+    wake: Notify,
+}
+
 /// A cheap handle on the shared token; clone it freely.
 #[derive(Clone)]
 pub struct TokenCache {
     rx: watch::Receiver<State>,
     source_name: Arc<str>,
     wait: Duration,
+    forced: Arc<Forced>,
 }
 
 impl TokenCache {
@@ -105,11 +118,66 @@ impl TokenCache {
         let (tx, rx) = watch::channel(State::default());
         let source_name: Arc<str> = source.describe().into();
         let wait = policy.wait;
-        tokio::spawn(refresh_loop(source, policy, tx));
+        let forced = Arc::new(Forced::default());
+        tokio::spawn(refresh_loop(source, policy, tx, forced.clone()));
         TokenCache {
             rx,
             source_name,
             wait,
+            forced,
+        }
+    }
+
+    /// A token newer than `stale` (which IAP refused): taken at once if the refresher already
+    /// has one, else fetched early, the wait bounded as in [`TokenCache::get`]. However many
+    /// requests refuse the same token at once, one fetch serves them all.
+    pub async fn force_refresh(&self, stale: &Arc<IdToken>) -> Result<Arc<IdToken>, NoToken> {
+        let mut rx = self.rx.clone();
+        let (stale_serial, seen_attempts) = {
+            let state = rx.borrow_and_update();
+            let newer = state
+                .cached
+                .as_ref()
+                .is_some_and(|c| !Arc::ptr_eq(&c.token, stale));
+            if newer {
+                if let Some(token) = state.usable(Instant::now()) {
+                    return Ok(token.clone());
+                }
+            }
+            (state.serial, state.attempts)
+        };
+        self.forced
+            .wanted
+            .fetch_max(stale_serial + 1, Ordering::SeqCst);
+        self.forced.wake.notify_one();
+        let deadline = Instant::now() + self.wait;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_elapsed) => {
+                    return Err(NoToken::TimedOut {
+                        source_name: self.source_name.clone(),
+                        waited: self.wait,
+                        last_error: rx.borrow().last_error.clone(),
+                    });
+                }
+                Ok(Err(_closed)) => return Err(NoToken::Stopped),
+                Ok(Ok(())) => {
+                    let state = rx.borrow_and_update();
+                    if state.serial > stale_serial {
+                        if let Some(token) = state.usable(Instant::now()) {
+                            return Ok(token.clone());
+                        }
+                    }
+                    if state.attempts > seen_attempts {
+                        if let Some(reason) = &state.last_error {
+                            return Err(NoToken::FetchFailed {
+                                source_name: self.source_name.clone(),
+                                reason: reason.clone(),
+                            });
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -177,6 +245,7 @@ async fn refresh_loop(
     source: Arc<dyn TokenSource>,
     policy: RefreshPolicy,
     tx: watch::Sender<State>,
+    forced: Arc<Forced>,
 ) {
     let mut failures: u32 = 0;
     loop {
@@ -204,6 +273,7 @@ async fn refresh_loop(
                     });
                     s.last_error = None;
                     s.attempts += 1;
+                    s.serial += 1;
                 });
                 delay
             }
@@ -227,9 +297,22 @@ async fn refresh_loop(
                 delay
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = tx.closed() => return,
+        let next = now + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => break,
+                _ = forced.wake.notified() => {
+                    if forced.wanted.load(Ordering::SeqCst) > tx.borrow().serial {
+                        // Never sooner than min_refresh_delay after the last fetch: an
+                        // upstream refusing every token must not get a fetch per request.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(now + policy.min_refresh_delay) => break,
+                            _ = tx.closed() => return,
+                        }
+                    }
+                }
+                _ = tx.closed() => return,
+            }
         }
     }
 }
@@ -379,6 +462,52 @@ mod tests {
         // Past expiry minus margin it is no longer handed out.
         tokio::time::sleep(Duration::from_secs(15)).await;
         assert!(cache.current().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn force_refresh_fetches_once_for_many_callers() {
+        let source = scripted(3600, false);
+        let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+        let stale = cache.get().await.unwrap();
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        let callers: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, stale) = (cache.clone(), stale.clone());
+                tokio::spawn(async move { cache.force_refresh(&stale).await })
+            })
+            .collect();
+        let mut fresh = Vec::new();
+        for c in callers {
+            fresh.push(c.await.unwrap().unwrap());
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2, "one forced fetch");
+        assert!(fresh.iter().all(|t| Arc::ptr_eq(t, &fresh[0])));
+        assert!(!Arc::ptr_eq(&fresh[0], &stale));
+        // Asking again about the old token finds the newer one without fetching.
+        let again = cache.force_refresh(&stale).await.unwrap();
+        assert!(Arc::ptr_eq(&again, &fresh[0]));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            2,
+            "no extra fetch later"
+        );
+        // The schedule still runs after a forced fetch.
+        tokio::time::sleep(Duration::from_secs(3000)).await;
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn force_refresh_is_paced_and_reports_failure() {
+        let source = scripted(3600, false);
+        let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+        let first = cache.get().await.unwrap();
+        let started = Instant::now();
+        let second = cache.force_refresh(&first).await.unwrap();
+        assert!(started.elapsed() >= RefreshPolicy::default().min_refresh_delay);
+        *source.fail.lock().unwrap() = true;
+        let err = cache.force_refresh(&second).await.unwrap_err();
+        assert!(err.to_string().contains("boom"), "{err}");
     }
 
     #[test]

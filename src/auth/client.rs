@@ -12,6 +12,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::egress::{Egress, EgressConnector};
 use url::{Host, Url};
 
 use super::AuthError;
@@ -31,7 +33,7 @@ pub struct Response {
 /// HTTP client for token endpoints. Cheap to clone: clones share the connection pool.
 #[derive(Clone)]
 pub struct TokenHttp {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<EgressConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -46,14 +48,22 @@ impl fmt::Debug for TokenHttp {
 impl TokenHttp {
     /// Uses `tls` for https endpoints; plain http is allowed for loopback fakes and the
     /// metadata server (callers vet URLs with [`check_endpoint`]).
-    pub fn new(mut tls: rustls::ClientConfig) -> TokenHttp {
+    pub fn new(tls: rustls::ClientConfig) -> TokenHttp {
+        TokenHttp::with_egress(tls, &Egress::direct())
+    }
+
+    /// Like [`TokenHttp::new`], with https endpoints reached as `egress` says (a corporate
+    /// proxy); the metadata server and plain-http loopback endpoints are always direct.
+    pub fn with_egress(mut tls: rustls::ClientConfig, egress: &Egress) -> TokenHttp {
         // hyper-rustls panics on preset ALPN; we speak HTTP/1.1 only, so none is needed.
         tls.alpn_protocols.clear();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(egress.connector(http));
         let client = Client::builder(TokioExecutor::new()).build(connector);
         TokenHttp {
             client,

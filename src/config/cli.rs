@@ -54,14 +54,18 @@ pub struct ProxyArgs {
     /// Base URL of the IAP-protected service, e.g. https://app.example.com (required).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
-    /// ID token audience: the IAP OAuth client ID (required).
+    /// ID token audience: the IAP OAuth client ID, or `auto` to ask the upstream at start-up
+    /// [default: auto].
     #[arg(long, value_name = "AUD")]
     pub audience: Option<String>,
     /// Service account key or ADC file [default: GOOGLE_APPLICATION_CREDENTIALS, then ADC].
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
     /// Request header that carries the token [default: authorization].
-    #[arg(long, value_name = "authorization|proxy-authorization")]
+    #[arg(
+        long,
+        value_name = "authorization|proxy-authorization|x-serverless-authorization"
+    )]
     pub header: Option<String>,
     /// Extra PEM CA certificates to trust for the upstream, besides the system roots.
     #[arg(long, value_name = "PEMFILE")]

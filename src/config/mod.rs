@@ -18,6 +18,10 @@ mod tests;
 pub use cli::{Cli, Command, ProxyArgs, TokenArgs};
 use layers::{Flags, Layered};
 
+/// The `audience` value (also its default) that asks the proxy to discover the audience
+/// from the upstream at start-up.
+pub const AUDIENCE_AUTO: &str = "auto";
+
 /// Exit status for bad flags or settings (`EX_USAGE` from sysexits.h).
 pub const EXIT_USAGE: i32 = 64;
 
@@ -28,6 +32,9 @@ pub enum AuthHeader {
     Authorization,
     /// `Proxy-Authorization: Bearer <token>`, leaving `Authorization` to the application.
     ProxyAuthorization,
+    /// `X-Serverless-Authorization: Bearer <token>`, for Cloud Run (which checks it before
+    /// `Authorization`), leaving `Authorization` to the application.
+    XServerlessAuthorization,
 }
 
 impl AuthHeader {
@@ -35,6 +42,9 @@ impl AuthHeader {
         match self {
             AuthHeader::Authorization => http::header::AUTHORIZATION,
             AuthHeader::ProxyAuthorization => http::header::PROXY_AUTHORIZATION,
+            AuthHeader::XServerlessAuthorization => {
+                http::HeaderName::from_static("x-serverless-authorization")
+            }
         }
     }
 }
@@ -51,7 +61,10 @@ impl FromStr for AuthHeader {
         match s.to_ascii_lowercase().as_str() {
             "authorization" => Ok(AuthHeader::Authorization),
             "proxy-authorization" => Ok(AuthHeader::ProxyAuthorization),
-            _ => Err("expected authorization or proxy-authorization".into()),
+            "x-serverless-authorization" => Ok(AuthHeader::XServerlessAuthorization),
+            _ => Err(
+                "expected authorization, proxy-authorization or x-serverless-authorization".into(),
+            ),
         }
     }
 }
@@ -169,10 +182,17 @@ impl Settings {
         }
     }
 
+    /// The configured audience, or `None` when it is to be discovered (`auto`).
+    pub fn explicit_audience(&self) -> Option<&str> {
+        let a = self.audience.trim();
+        (!a.eq_ignore_ascii_case(AUDIENCE_AUTO)).then_some(a)
+    }
+
     /// Layers defaults, the `--config` file, `IAP_PROXY_*` variables and flags, then validates.
     pub fn load(args: &ProxyArgs, env: &Env) -> Result<Settings, ConfigErrors> {
         let defaults: Vec<(&'static str, ValueKind)> = vec![
             ("listen", DEFAULT_LISTEN.to_owned().into()),
+            ("audience", AUDIENCE_AUTO.to_owned().into()),
             ("header", AuthHeader::Authorization.to_string().into()),
             ("allow_non_loopback", false.into()),
             ("log_format", LogFormat::Text.to_string().into()),
@@ -274,6 +294,15 @@ impl TokenSettings {
         let audience = l.audience();
         let credentials = l.credentials();
         let upstream_ca = l.upstream_ca();
+        if audience
+            .as_deref()
+            .is_some_and(|a| a.trim().eq_ignore_ascii_case(AUDIENCE_AUTO))
+        {
+            l.problem(
+                "audience",
+                "`auto` needs an upstream to ask; the token command takes the IAP OAuth client ID itself",
+            );
+        }
         match audience {
             Some(audience) if l.errors.is_empty() => Ok(TokenSettings {
                 audience,

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod client;
+pub mod connect_proxy;
 pub mod fake_google;
 pub mod fixture;
 mod google_http;

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
@@ -70,7 +71,8 @@ pub struct Recorded {
     pub version: Version,
     pub headers: HeaderMap,
     pub outcome: AuthOutcome,
-    /// "proxy-authorization" or "authorization": where the token was taken from.
+    /// "x-serverless-authorization", "proxy-authorization" or "authorization": where the
+    /// token was taken from.
     pub token_header: Option<&'static str>,
     pub token_exp: Option<u64>,
     pub email: Option<String>,
@@ -91,6 +93,11 @@ pub(super) struct Shared {
     pub(super) sse: watch::Sender<u64>,
     /// Upgraded WebSocket tasks outlive their connection task; aborted on drop.
     pub(super) ws_tasks: Mutex<Vec<AbortHandle>>,
+    /// Cloud Run mode: `X-Serverless-Authorization` is read before the other two.
+    serverless: AtomicBool,
+    /// This many of the next requests with a valid token get IAP's 401 anyway, as when
+    /// IAP no longer accepts a token the proxy still holds.
+    reject_valid: AtomicUsize,
 }
 
 pub struct Upstream {
@@ -132,6 +139,8 @@ impl Upstream {
             requests: Mutex::new(Vec::new()),
             sse: watch::channel(0).0,
             ws_tasks: Mutex::new(Vec::new()),
+            serverless: AtomicBool::new(false),
+            reject_valid: AtomicUsize::new(0),
         });
         let (sh, mode) = (shared.clone(), opts.alpn);
         let task = spawn_accept_loop(listener, move |tcp| {
@@ -188,6 +197,14 @@ impl Upstream {
     pub fn clear_requests(&self) {
         self.shared.requests.lock().unwrap().clear();
     }
+    /// Behave like Cloud Run: take the token from `X-Serverless-Authorization` first.
+    pub fn set_serverless(&self, on: bool) {
+        self.shared.serverless.store(on, Ordering::SeqCst);
+    }
+    /// Answer IAP's 401 to the next `n` requests whose token is otherwise valid.
+    pub fn reject_next_valid_tokens(&self, n: usize) {
+        self.shared.reject_valid.store(n, Ordering::SeqCst);
+    }
     pub fn authorized_count(&self) -> usize {
         self.requests().iter().filter(|r| r.authorized()).count()
     }
@@ -215,13 +232,19 @@ struct Verified {
 }
 
 /// IAP's token choice: a Bearer Proxy-Authorization wins (and is consumed), else Authorization.
-fn take_token(headers: &mut HeaderMap) -> Option<(&'static str, String)> {
+/// Cloud Run (`serverless`) looks at X-Serverless-Authorization before either.
+fn take_token(headers: &mut HeaderMap, serverless: bool) -> Option<(&'static str, String)> {
     fn bearer(v: &HeaderValue) -> Option<String> {
         let s = v.to_str().ok()?;
         let (scheme, token) = s.split_once(' ')?;
         scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned())
+    }
+    if serverless {
+        if let Some(t) = headers.get("x-serverless-authorization").and_then(bearer) {
+            return Some(("x-serverless-authorization", t));
+        }
     }
     if let Some(t) = headers.get(PROXY_AUTHORIZATION).and_then(bearer) {
         headers.remove(PROXY_AUTHORIZATION);
@@ -286,10 +309,19 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let now_ms = now_millis();
     let received_headers = req.headers().clone();
-    let token = take_token(req.headers_mut());
+    let token = take_token(req.headers_mut(), shared.serverless.load(Ordering::SeqCst));
     let (outcome, verified) = match &token {
         None => (AuthOutcome::NoToken, None),
         Some((_, t)) => match verify(&shared, t, now_ms) {
+            Ok(_)
+                if shared
+                    .reject_valid
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok() =>
+            {
+                let msg = "Invalid IAP credentials: the token is no longer accepted";
+                (AuthOutcome::Rejected(msg.to_owned()), None)
+            }
             Ok(v) => (AuthOutcome::Authorized, Some(v)),
             Err(msg) => (AuthOutcome::Rejected(msg), None),
         },

@@ -174,11 +174,17 @@ fn each_rule_has_its_own_message() {
 #[test]
 fn required_settings() {
     let errors = load_err(&[], &[]);
-    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(
         errors[0].starts_with("upstream is required") && errors[0].contains("IAP_PROXY_UPSTREAM")
     );
-    assert!(errors[1].starts_with("audience is required") && errors[1].contains("--audience"));
+    // No audience means `auto`: discovered from the upstream at start-up.
+    let s = load_ok_without_audience(&["--upstream", UP]);
+    assert_eq!((s.audience.as_str(), s.explicit_audience()), ("auto", None));
+    let s = load_ok_without_audience(&["--upstream", UP, "--audience", "AUTO"]);
+    assert_eq!(s.explicit_audience(), None);
+    let s = load_ok_without_audience(&["--upstream", UP, "--audience", AUD]);
+    assert_eq!(s.explicit_audience(), Some(AUD));
     assert_one_error(
         &load_err(&["--upstream", UP, "--audience", " "], &[]),
         &["audience", "must not be empty"],
@@ -199,14 +205,13 @@ fn every_problem_is_reported_at_once() {
         ],
         &env,
     );
-    assert_eq!(errors.len(), 7, "{errors:#?}");
+    assert_eq!(errors.len(), 6, "{errors:#?}");
     let text = ConfigErrors(errors).to_string();
     assert!(text.starts_with("invalid settings:\n  - "), "{text}");
     for want in [
         "IAP_PROXY_UPSTREM",
         "listen",
         "upstream is required",
-        "audience",
         "log_format",
         "token_wait",
     ] {
@@ -288,6 +293,10 @@ fn token_settings() {
     let env = Env::default();
     let errors = TokenSettings::load(&token_args(&[]), &env).unwrap_err().0;
     assert_one_error(&errors, &["audience is required"]);
+    let errors = TokenSettings::load(&token_args(&["--audience", "auto"]), &env)
+        .unwrap_err()
+        .0;
+    assert_one_error(&errors, &["audience", "needs an upstream"]);
     let dir = TempDir::new();
     let file = dir.file(
         "shared.toml",
@@ -330,4 +339,8 @@ fn example_file_is_valid() {
         format!("{new:?}"),
         "the example should show the defaults"
     );
+}
+
+fn load_ok_without_audience(argv: &[&str]) -> Settings {
+    load(argv, &[]).unwrap_or_else(|e| panic!("{argv:?}: {e}"))
 }
