@@ -1,0 +1,177 @@
+//! Token cache behaviour under paused time, with a scripted source.
+use super::*;
+use crate::auth::AuthError;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::future::BoxFuture;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A token source whose answers the test scripts; its tokens are real JWT shapes.
+struct Scripted {
+    lifetime: Duration,
+    fetches: AtomicUsize,
+    fail: Mutex<bool>,
+    delay: Duration,
+}
+
+fn jwt_expiring_in(lifetime: Duration) -> String {
+    let exp = (SystemTime::now() + lifetime)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let claims = format!(r#"{{"exp":{},"aud":"a"}}"#, exp.as_secs());
+    format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(claims))
+}
+
+impl TokenSource for Scripted {
+    fn describe(&self) -> String {
+        "scripted".into()
+    }
+    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>> {
+        Box::pin(async move {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if *self.fail.lock().unwrap() {
+                return Err(AuthError::Rejected {
+                    endpoint: "test".into(),
+                    status: 500,
+                    detail: "boom".into(),
+                });
+            }
+            // Under paused time the wall clock stands still, so exp is taken from it too.
+            IdToken::from_jwt(&jwt_expiring_in(self.lifetime))
+        })
+    }
+}
+
+fn scripted(lifetime_secs: u64, fail: bool) -> Arc<Scripted> {
+    Arc::new(Scripted {
+        lifetime: Duration::from_secs(lifetime_secs),
+        fetches: AtomicUsize::new(0),
+        fail: Mutex::new(fail),
+        delay: Duration::from_millis(50),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_cold_start_waits_for_one_fetch() {
+    let source = scripted(3600, false);
+    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let waiters: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn({
+                let cache = cache.clone();
+                async move { cache.get().await }
+            })
+        })
+        .collect();
+    for w in waiters {
+        assert!(w.await.unwrap().is_ok());
+    }
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_at_most_80_percent_of_lifetime() {
+    let source = scripted(100, false);
+    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    cache.get().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(69)).await;
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        1,
+        "refreshed before 70 %"
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        2,
+        "not refreshed by 81 %"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_is_reported_and_recovers() {
+    let source = scripted(3600, true);
+    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let err = cache.get().await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    *source.fail.lock().unwrap() = false;
+    let token = cache.get().await.unwrap();
+    assert!(token.expires_at() > SystemTime::now());
+    assert!(source.fetches.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keeps_last_good_token_while_refresh_fails() {
+    let source = scripted(100, false);
+    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let first = cache.get().await.unwrap();
+    *source.fail.lock().unwrap() = true;
+    tokio::time::sleep(Duration::from_secs(85)).await;
+    assert!(
+        source.fetches.load(Ordering::SeqCst) > 2,
+        "should have retried"
+    );
+    let still = cache.current().expect("last good token still usable");
+    assert!(Arc::ptr_eq(&first, &still));
+    // Past expiry minus margin it is no longer handed out.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(cache.current().is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_refresh_fetches_once_for_many_callers() {
+    let source = scripted(3600, false);
+    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let stale = cache.get().await.unwrap();
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let (cache, stale) = (cache.clone(), stale.clone());
+            tokio::spawn(async move { cache.force_refresh(&stale).await })
+        })
+        .collect();
+    let mut fresh = Vec::new();
+    for c in callers {
+        fresh.push(c.await.unwrap().unwrap());
+    }
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 2, "one forced fetch");
+    assert!(fresh.iter().all(|t| Arc::ptr_eq(t, &fresh[0])));
+    assert!(!Arc::ptr_eq(&fresh[0], &stale));
+    // Asking again about the old token finds the newer one without fetching.
+    let again = cache.force_refresh(&stale).await.unwrap();
+    assert!(Arc::ptr_eq(&again, &fresh[0]));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        2,
+        "no extra fetch later"
+    );
+    // The schedule still runs after a forced fetch.
+    tokio::time::sleep(Duration::from_secs(3000)).await;
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn force_refresh_is_paced_and_reports_failure() {
+    let source = scripted(3600, false);
+    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let first = cache.get().await.unwrap();
+    let started = Instant::now();
+    let second = cache.force_refresh(&first).await.unwrap();
+    assert!(started.elapsed() >= RefreshPolicy::default().min_refresh_delay);
+    *source.fail.lock().unwrap() = true;
+    let err = cache.force_refresh(&second).await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+}
+
+#[test]
+fn backoff_grows_and_is_capped() {
+    let p = RefreshPolicy::default();
+    assert!(backoff(1, true, &p) <= p.first_backoff);
+    assert!(backoff(3, true, &p) > p.first_backoff * 2);
+    assert!(backoff(30, true, &p) <= p.max_backoff);
+    assert!(backoff(30, false, &p) <= p.max_backoff_without_token);
+    assert!(refresh_delay(Duration::ZERO, &p) >= p.min_refresh_delay);
+}
