@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::cache::RefreshPolicy;
 use crate::auth::{AuthError, TokenCache, TokenHttp};
-use crate::config::{Env, Settings};
+use crate::config::{Env, Settings, TokenSettings};
 use crate::proxy::Shared;
 pub use crate::server::Drain;
 use crate::server::ServerOptions;
@@ -57,12 +57,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drain, StartError> {
     let tls = upstream::tls_config(settings.upstream_ca.as_deref())?;
-    let source = auth::source_from_settings(
-        settings.credentials.as_deref(),
-        &settings.audience,
-        &env,
-        TokenHttp::new(tls.clone()),
-    )?;
+    let options = auth::SourceOptions {
+        credentials: settings.credentials.as_deref(),
+        audience: &settings.audience,
+        impersonate: &settings.impersonate_service_account,
+        iam_endpoint: &settings.iam_endpoint,
+        token_kind: settings.token_kind,
+        upstream: Some(&settings.upstream),
+    };
+    let source = auth::source_from_settings(&options, &env, TokenHttp::new(tls.clone())).await?;
     let policy = RefreshPolicy {
         wait: settings.token_wait,
         ..RefreshPolicy::default()
@@ -94,13 +97,16 @@ pub async fn run(
 }
 
 /// Fetches one ID token, for `iap-proxy token`.
-pub async fn fetch_token(
-    audience: &str,
-    credentials: Option<&std::path::Path>,
-    upstream_ca: Option<&std::path::Path>,
-    env: &Env,
-) -> Result<auth::IdToken, StartError> {
-    let tls = upstream::tls_config(upstream_ca)?;
-    let source = auth::source_from_settings(credentials, audience, env, TokenHttp::new(tls))?;
+pub async fn fetch_token(settings: &TokenSettings, env: &Env) -> Result<auth::IdToken, StartError> {
+    let tls = upstream::tls_config(settings.upstream_ca.as_deref())?;
+    let options = auth::SourceOptions {
+        credentials: settings.credentials.as_deref(),
+        audience: &settings.audience,
+        impersonate: &settings.impersonate_service_account,
+        iam_endpoint: &settings.iam_endpoint,
+        token_kind: settings.token_kind,
+        upstream: settings.upstream.as_ref(),
+    };
+    let source = auth::source_from_settings(&options, env, TokenHttp::new(tls)).await?;
     Ok(source.fetch().await?)
 }

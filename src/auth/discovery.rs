@@ -1,0 +1,336 @@
+//! Which credential to use, found the way Google's libraries find it: `--credentials`,
+//! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, then the metadata server. The
+//! file's `type` then picks the source, and impersonation or self-signing wrap it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use super::access::AccessTokenSource;
+use super::authorized_user::AuthorizedUser;
+use super::external_account::ExternalAccount;
+use super::file::CredFile;
+use super::gcloud::Gcloud;
+use super::impersonated::{self, Chain, Impersonated};
+use super::metadata::Metadata;
+use super::self_signed::SelfSigned;
+use super::service_account::ServiceAccount;
+use super::{AuthError, TokenHttp, TokenSource};
+use crate::config::{Env, TokenKind};
+
+/// `--credentials gcloud` means the gcloud CLI; write `./gcloud` for a file of that name.
+pub const GCLOUD: &str = "gcloud";
+const ADC_FILE: &str = "application_default_credentials.json";
+const METADATA_HOST: &str = "metadata.google.internal";
+/// Off Google Cloud the probe is pure waiting, so keep it short.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Everything that decides the source.
+#[derive(Debug, Clone)]
+pub struct SourceOptions<'a> {
+    pub credentials: Option<&'a Path>,
+    pub audience: &'a str,
+    /// `EMAIL[,DELEGATE…]`; empty for none.
+    pub impersonate: &'a [String],
+    pub iam_endpoint: &'a Url,
+    pub token_kind: TokenKind,
+    /// Needed by `TokenKind::SelfSignedJwt` (its `aud`).
+    pub upstream: Option<&'a Url>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    File { path: PathBuf, origin: &'static str },
+    Gcloud,
+    Metadata { host: String },
+}
+
+/// The credential files to try, in order, and what was looked at on the way.
+pub(crate) fn find_file(
+    explicit: Option<&Path>,
+    env: &Env,
+    looked: &mut Vec<String>,
+) -> Option<Found> {
+    if let Some(path) = explicit {
+        if path == Path::new(GCLOUD) {
+            return Some(Found::Gcloud);
+        }
+        return Some(Found::File {
+            path: path.to_path_buf(),
+            origin: "--credentials",
+        });
+    }
+    looked.push("  - --credentials: not given".into());
+    if let Some(path) = env.get("GOOGLE_APPLICATION_CREDENTIALS") {
+        // Named explicitly: a missing file is an error, not a reason to look further.
+        return Some(Found::File {
+            path: PathBuf::from(path),
+            origin: "GOOGLE_APPLICATION_CREDENTIALS",
+        });
+    }
+    looked.push("  - GOOGLE_APPLICATION_CREDENTIALS: not set".into());
+    let dir = match (env.get("CLOUDSDK_CONFIG"), env.get("HOME")) {
+        (Some(dir), _) => Some(PathBuf::from(dir)),
+        (None, Some(home)) => Some(Path::new(home).join(".config").join("gcloud")),
+        (None, None) => None,
+    };
+    match dir.map(|d| d.join(ADC_FILE)) {
+        Some(path) if path.is_file() => {
+            return Some(Found::File {
+                path,
+                origin: "gcloud's application default credentials",
+            });
+        }
+        Some(path) => looked.push(format!("  - gcloud's ADC file {}: absent", path.display())),
+        None => {
+            looked.push("  - gcloud's ADC file: neither CLOUDSDK_CONFIG nor HOME is set".into())
+        }
+    }
+    None
+}
+
+pub(crate) fn metadata_host(env: &Env) -> String {
+    env.get("GCE_METADATA_HOST")
+        .map(|h| h.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .filter(|h| !h.is_empty())
+        .unwrap_or(METADATA_HOST)
+        .to_owned()
+}
+
+/// `GET http://HOST/` with `Metadata-Flavor: Google`: a metadata server answers 200 and
+/// echoes the header. Err is why not, for the "looked at" list.
+pub(crate) async fn probe_metadata(host: &str) -> Result<(), String> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{host}/"))
+        .header("metadata-flavor", "Google")
+        .body(Empty::new())
+        .map_err(|e| format!("not a valid host ({e})"))?;
+    let response = tokio::time::timeout(PROBE_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
+        .map_err(|e| format!("unreachable ({e})"))?;
+    let flavor = response.headers().get("metadata-flavor");
+    if response.status() == http::StatusCode::OK && flavor.is_some_and(|v| v == "Google") {
+        Ok(())
+    } else {
+        Err(format!(
+            "answered {} without Metadata-Flavor: Google",
+            response.status()
+        ))
+    }
+}
+
+pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found, AuthError> {
+    let mut looked = Vec::new();
+    if let Some(found) = find_file(explicit, env, &mut looked) {
+        return Ok(found);
+    }
+    let host = metadata_host(env);
+    match probe_metadata(&host).await {
+        Ok(()) => Ok(Found::Metadata { host }),
+        Err(why) => {
+            looked.push(format!("  - the metadata server at {host}: {why}"));
+            Err(AuthError::NotFound {
+                looked: looked.join("\n"),
+            })
+        }
+    }
+}
+
+/// Finds the credential, checks it now (a bad file stops start-up), and builds its source.
+pub async fn source_from_settings(
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let found = discover(opts.credentials, env).await?;
+    let origin = match &found {
+        Found::File { origin, .. } => *origin,
+        Found::Gcloud => "--credentials gcloud",
+        Found::Metadata { .. } => "metadata server probe",
+    };
+    let source = build(found, opts, env, http)?;
+    tracing::info!(source = %source.describe(), found_by = origin, audience = %opts.audience, "credential source chosen");
+    Ok(source)
+}
+
+fn not_self_signed(opts: &SourceOptions<'_>, what: &str) -> Result<(), AuthError> {
+    match opts.token_kind {
+        TokenKind::IdToken => Ok(()),
+        TokenKind::SelfSignedJwt => Err(AuthError::Conflict(format!(
+            "--token-kind self-signed-jwt needs a service account key file (type service_account), \
+             but the credential is {what}; use --token-kind id-token or a key file"
+        ))),
+    }
+}
+
+fn impersonate(
+    base: Box<dyn AccessTokenSource>,
+    chain: Chain,
+    iam: &Url,
+    opts: &SourceOptions<'_>,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let url = impersonated::generate_id_token_url(iam, &chain.target)?;
+    Ok(Arc::new(Impersonated::new(
+        base,
+        chain,
+        opts.audience,
+        url,
+        http,
+    )))
+}
+
+fn build(
+    found: Found,
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let chain = Chain::parse(opts.impersonate);
+    match found {
+        Found::Gcloud => {
+            not_self_signed(opts, "the gcloud CLI")?;
+            Ok(Arc::new(Gcloud::new(env, opts.audience, chain.as_ref())?))
+        }
+        Found::Metadata { .. } => {
+            not_self_signed(opts, "the metadata server")?;
+            let metadata = Metadata::new(env, opts.audience, http.clone());
+            match chain {
+                Some(chain) => {
+                    impersonate(Box::new(metadata), chain, opts.iam_endpoint, opts, http)
+                }
+                None => Ok(Arc::new(metadata)),
+            }
+        }
+        Found::File { path, .. } => from_file(&CredFile::read(&path)?, opts, chain, env, http),
+    }
+}
+
+fn from_file(
+    file: &CredFile,
+    opts: &SourceOptions<'_>,
+    chain: Option<Chain>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let kind = file.kind()?;
+    if kind != "service_account" {
+        not_self_signed(opts, &format!("a {kind} file ({})", file.path.display()))?;
+    }
+    match kind {
+        "service_account" => {
+            let key = ServiceAccount::from_cred_file(file, opts.audience, http.clone())?;
+            match (opts.token_kind, chain) {
+                (TokenKind::SelfSignedJwt, Some(_)) => Err(AuthError::Conflict(
+                    "--token-kind self-signed-jwt signs as the key file's own service account; \
+                     it cannot be combined with --impersonate-service-account"
+                        .into(),
+                )),
+                (TokenKind::SelfSignedJwt, None) => {
+                    let upstream = opts.upstream.ok_or_else(|| {
+                        AuthError::Conflict(
+                            "--token-kind self-signed-jwt needs --upstream (the JWT's audience is its URL)"
+                                .into(),
+                        )
+                    })?;
+                    Ok(Arc::new(SelfSigned::new(key, upstream)))
+                }
+                (TokenKind::IdToken, Some(chain)) => {
+                    impersonate(Box::new(key), chain, opts.iam_endpoint, opts, http)
+                }
+                (TokenKind::IdToken, None) => Ok(Arc::new(key)),
+            }
+        }
+        "authorized_user" => {
+            let user = AuthorizedUser::from_file(file, http.clone())?;
+            match chain {
+                Some(chain) => impersonate(Box::new(user), chain, opts.iam_endpoint, opts, http),
+                None => Ok(Arc::new(user.id_token_source(opts.audience)?)),
+            }
+        }
+        "impersonated_service_account" => {
+            let raw = file.string("service_account_impersonation_url")?;
+            let (email, url) = impersonated::from_access_token_url(raw).ok_or_else(|| {
+                file.problem(
+                    "service_account_impersonation_url",
+                    "must be an https URL ending /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken",
+                )
+            })?;
+            let delegates = file
+                .strings("delegates")?
+                .into_iter()
+                .map(|d| {
+                    d.trim_start_matches("projects/-/serviceAccounts/")
+                        .to_owned()
+                })
+                .collect();
+            let source = file.nested("source_credentials")?;
+            let base: Box<dyn AccessTokenSource> = match source
+                .kind()
+                .map_err(|_| file.problem("source_credentials", "has no `type`"))?
+            {
+                "authorized_user" => Box::new(AuthorizedUser::from_file(&source, http.clone())?),
+                "service_account" => Box::new(ServiceAccount::from_cred_file(
+                    &source,
+                    opts.audience,
+                    http.clone(),
+                )?),
+                _ => {
+                    return Err(file.problem(
+                        "source_credentials",
+                        "must be of type authorized_user or service_account",
+                    ));
+                }
+            };
+            let own = Chain {
+                target: email,
+                delegates,
+            };
+            // The file's host wins for this file: it may name a regional or private endpoint.
+            let mut iam = url;
+            iam.set_path("/");
+            let chain = match chain {
+                Some(outer) => own.then(outer),
+                None => own,
+            };
+            impersonate(base, chain, &iam, opts, http)
+        }
+        "external_account" => {
+            let external = ExternalAccount::from_file(file, env, http.clone())?;
+            let own = external.impersonation.clone();
+            match (own, chain) {
+                (Some((email, mut url)), outer) => {
+                    url.set_path("/");
+                    let own = Chain { target: email, delegates: Vec::new() };
+                    let chain = match outer {
+                        Some(outer) => own.then(outer),
+                        None => own,
+                    };
+                    impersonate(Box::new(external), chain, &url, opts, http)
+                }
+                (None, Some(chain)) => {
+                    impersonate(Box::new(external), chain, opts.iam_endpoint, opts, http)
+                }
+                (None, None) => Err(AuthError::Unsupported {
+                    path: file.path.clone(),
+                    reason: "it has no service_account_impersonation_url, and an ID token needs a \
+                             service account: recreate it with `gcloud iam workload-identity-pools \
+                             create-cred-config … --service-account=SA@PROJECT.iam.gserviceaccount.com`, \
+                             or pass --impersonate-service-account SA"
+                        .into(),
+                }),
+            }
+        }
+        other => Err(AuthError::UnsupportedType {
+            path: file.path.clone(),
+            kind: other.chars().take(64).collect(),
+        }),
+    }
+}
