@@ -334,3 +334,148 @@ fn from_file(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::client::test_server;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn tmp() -> Tmp {
+        let dir = std::env::temp_dir().join(format!(
+            "iap-proxy-discovery-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Tmp(dir)
+    }
+    fn adc_in(dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(ADC_FILE);
+        std::fs::write(&path, "{}").unwrap();
+        path
+    }
+
+    #[test]
+    fn discovery_order() {
+        let t = tmp();
+        let explicit = t.0.join("explicit.json");
+        let gac = t.0.join("gac.json");
+        let cloudsdk = t.0.join("cloudsdk");
+        let cloudsdk_adc = adc_in(&cloudsdk);
+        let home = t.0.join("home");
+        let home_adc = adc_in(&home.join(".config").join("gcloud"));
+        let empty_sdk = t.0.join("empty-sdk");
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        let file = |path: &Path, origin| {
+            Some(Found::File {
+                path: path.to_path_buf(),
+                origin,
+            })
+        };
+        let adc = "gcloud's application default credentials";
+        type Case<'a> = (Option<&'a Path>, Vec<(&'a str, String)>, Option<Found>);
+        let cases: Vec<Case> = vec![
+            (
+                Some(&explicit),
+                vec![
+                    ("GOOGLE_APPLICATION_CREDENTIALS", s(&gac)),
+                    ("HOME", s(&home)),
+                ],
+                file(&explicit, "--credentials"),
+            ),
+            (
+                Some(Path::new("gcloud")),
+                vec![("HOME", s(&home))],
+                Some(Found::Gcloud),
+            ),
+            (
+                None,
+                vec![
+                    ("GOOGLE_APPLICATION_CREDENTIALS", s(&gac)),
+                    ("CLOUDSDK_CONFIG", s(&cloudsdk)),
+                ],
+                file(&gac, "GOOGLE_APPLICATION_CREDENTIALS"),
+            ),
+            (
+                None,
+                vec![("CLOUDSDK_CONFIG", s(&cloudsdk)), ("HOME", s(&home))],
+                file(&cloudsdk_adc, adc),
+            ),
+            (None, vec![("HOME", s(&home))], file(&home_adc, adc)),
+            // CLOUDSDK_CONFIG replaces ~/.config/gcloud, as in gcloud itself.
+            (
+                None,
+                vec![("CLOUDSDK_CONFIG", s(&empty_sdk)), ("HOME", s(&home))],
+                None,
+            ),
+            (None, vec![("HOME", s(&t.0))], None),
+            (None, vec![], None),
+        ];
+        for (i, (explicit, env, want)) in cases.into_iter().enumerate() {
+            let mut looked = Vec::new();
+            let got = find_file(explicit, &Env::from_pairs(env), &mut looked);
+            assert_eq!(got, want, "case {i}");
+            if got.is_none() {
+                assert_eq!(looked.len(), 3, "case {i}: {looked:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_probe_and_the_nothing_found_message() {
+        let addr = test_server::serve(|req| {
+            let ok = req
+                .headers()
+                .get("metadata-flavor")
+                .is_some_and(|v| v == "Google");
+            let b = http::Response::builder();
+            if ok && req.uri().path() == "/" {
+                b.header("metadata-flavor", "Google")
+                    .body(String::new())
+                    .unwrap()
+            } else {
+                b.status(403).body("no".into()).unwrap()
+            }
+        })
+        .await;
+        let env = Env::from_pairs([("GCE_METADATA_HOST", addr.to_string())]);
+        let found = discover(None, &env).await.unwrap();
+        assert_eq!(
+            found,
+            Found::Metadata {
+                host: addr.to_string()
+            }
+        );
+
+        // Something that answers, but is not a metadata server.
+        let other = test_server::serve(|_| http::Response::new("hello".into())).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        for host in [other.to_string(), closed_addr.to_string()] {
+            let env = Env::from_pairs([
+                ("GCE_METADATA_HOST", host.as_str()),
+                ("HOME", "/nonexistent-home"),
+            ]);
+            let err = discover(None, &env).await.unwrap_err().to_string();
+            for needle in [
+                "--credentials",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "/nonexistent-home/.config/gcloud/application_default_credentials.json",
+                host.as_str(),
+                "gcloud auth application-default login",
+                "gcloud iam service-accounts keys create",
+                "Google Cloud",
+            ] {
+                assert!(err.contains(needle), "{needle} missing:\n{err}");
+            }
+        }
+    }
+}

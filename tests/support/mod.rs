@@ -5,6 +5,7 @@
 pub mod app;
 pub mod client;
 pub mod fake_google;
+pub mod fake_iam;
 pub mod fixture;
 mod google_http;
 pub mod keys;
