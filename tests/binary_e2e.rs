@@ -291,3 +291,60 @@ fn help_states_the_precedence() {
     assert!(help.contains("IAP_PROXY_"), "{help}");
     assert!(help.to_lowercase().contains("flags"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subcommand_impersonates() {
+    let w = World::new().await;
+    let target = "target@fake-project.iam.gserviceaccount.com";
+    w.google
+        .grant_token_creator(support::fixture::SA_EMAIL, target);
+    let base = w.google.base_url();
+    let args = [
+        "token",
+        "--audience",
+        AUDIENCE,
+        "--credentials",
+        w.key_file.to_str().unwrap(),
+        "--impersonate-service-account",
+        target,
+        "--iam-endpoint",
+        &base,
+    ];
+    let mut p = Binary::spawn(&args, &[], false);
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.stderr()
+    );
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[AUDIENCE]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        p.stdout().trim(),
+        &w.google.decoding_key(),
+        &validation,
+    )
+    .expect("valid token");
+    assert_eq!(data.claims["email"], target);
+
+    // Denied: exit non-zero, and the message names the missing role.
+    let args = [
+        "token",
+        "--audience",
+        AUDIENCE,
+        "--credentials",
+        w.key_file.to_str().unwrap(),
+        "--impersonate-service-account",
+        "nobody@fake-project.iam.gserviceaccount.com",
+        "--iam-endpoint",
+        &base,
+    ];
+    let mut p = Binary::spawn(&args, &[], false);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        p.stderr()
+            .contains("roles/iam.serviceAccountOpenIdTokenCreator"),
+        "{}",
+        p.stderr()
+    );
+}

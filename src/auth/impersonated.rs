@@ -167,6 +167,89 @@ impl TokenSource for Impersonated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::access::AccessToken;
+    use crate::auth::client::test_server;
+    use base64::Engine;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting(Arc<AtomicUsize>);
+    impl AccessTokenSource for Counting {
+        fn describe(&self) -> String {
+            "user file u.json".into()
+        }
+        fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+            Box::pin(async move {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                AccessToken::from_answer(&json!({"access_token": format!("at-{n}")}), "t")
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn bearer_body_and_error_mapping() {
+        let addr = test_server::serve(|req| {
+            let bearer = req.headers()["authorization"].to_str().unwrap().to_owned();
+            let body: Value = serde_json::from_slice(req.body()).unwrap();
+            assert_eq!(body["includeEmail"], true);
+            assert_eq!(body["delegates"], json!(["projects/-/serviceAccounts/d@p"]));
+            let reply = |status: u16, v: Value| {
+                http::Response::builder().status(status).body(v.to_string()).unwrap()
+            };
+            match (bearer.as_str(), body["audience"].as_str().unwrap()) {
+                ("Bearer at-0", _) => reply(401, json!({"error": {"code": 401, "message": "bad token", "status": "UNAUTHENTICATED"}})),
+                (_, "deny") => reply(403, json!({"error": {"code": 403, "message": "Permission 'iam.serviceAccounts.getOpenIdToken' denied", "status": "PERMISSION_DENIED"}})),
+                (_, aud) => {
+                    let claims = json!({"aud": aud, "exp": 4_000_000_000u64});
+                    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+                    reply(200, json!({"token": format!("e30.{payload}.c2ln")}))
+                }
+            }
+        })
+        .await;
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let chain = Chain {
+            target: "t@p".into(),
+            delegates: vec!["d@p".into()],
+        };
+        let base = Url::parse(&format!("http://{addr}")).unwrap();
+        let source = |aud: &str| {
+            Impersonated::new(
+                Box::new(Counting(fetches.clone())),
+                chain.clone(),
+                aud,
+                generate_id_token_url(&base, "t@p").unwrap(),
+                test_server::client(),
+            )
+        };
+        let s = source("aud-1");
+        // The first access token is refused: it is forgotten, and the next fetch works.
+        let err = s.fetch().await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::Rejected { status: 401, .. }),
+            "{err:?}"
+        );
+        s.fetch().await.unwrap();
+        s.fetch().await.unwrap();
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "the access token is cached"
+        );
+        assert_eq!(s.describe(), "user file u.json impersonating t@p via d@p");
+
+        let err = source("deny").fetch().await.unwrap_err().to_string();
+        for needle in [
+            "user file u.json",
+            "t@p",
+            "d@p",
+            "getOpenIdToken",
+            "roles/iam.serviceAccountOpenIdTokenCreator",
+            "add-iam-policy-binding t@p",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
 
     #[test]
     fn urls_and_chains() {
