@@ -12,6 +12,7 @@ pub mod gcloud;
 pub mod impersonated;
 pub mod jwt;
 pub mod metadata;
+mod select;
 pub mod self_signed;
 pub mod service_account;
 

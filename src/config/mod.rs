@@ -11,6 +11,7 @@ use ::config::{Config, ConfigError, Environment, File, FileFormat, Map, Source, 
 use url::{Host, Url};
 
 mod cli;
+mod credential_keys;
 mod layers;
 #[cfg(test)]
 mod tests;
