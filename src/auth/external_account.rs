@@ -2,8 +2,8 @@
 //! a URL or an executable is exchanged at STS for a federated access token, which then
 //! impersonates the file's service account (an ID token needs a service account).
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue};
@@ -12,6 +12,7 @@ use url::Url;
 
 use super::access::{AccessToken, AccessTokenSource, CLOUD_PLATFORM};
 use super::client::{self, TokenHttp};
+use super::executable::parse_executable_response;
 use super::file::CredFile;
 use super::{AuthError, Secret, impersonated};
 use crate::config::Env;
@@ -28,7 +29,7 @@ enum Format {
     Json(String),
 }
 
-#[derive(Debug)]
+/// No `Debug`: a URL source's headers may carry a credential.
 enum Subject {
     File(PathBuf, Format),
     Url(Url, Vec<(HeaderName, HeaderValue)>, Format),
@@ -188,7 +189,7 @@ impl ExternalAccount {
         })
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
@@ -254,7 +255,7 @@ impl ExternalAccount {
         &self,
         command: &str,
         timeout: Duration,
-        output_file: Option<&std::path::Path>,
+        output_file: Option<&Path>,
     ) -> Result<Secret, AuthError> {
         let fail = |reason: String| AuthError::Subject {
             path: self.path.clone(),
@@ -332,55 +333,6 @@ impl ExternalAccount {
     }
 }
 
-/// Google's executable-sourced credential response. `Ok(None)`: valid but expired.
-/// From a cache file an `expiration_time` is required (else the entry cannot be trusted).
-fn parse_executable_response(bytes: &[u8], cached: bool) -> Result<Option<Secret>, String> {
-    let v: Value =
-        serde_json::from_slice(bytes).map_err(|_| "its output is not JSON".to_owned())?;
-    if v.get("version").and_then(Value::as_u64) != Some(1) {
-        return Err("its output must have \"version\": 1".into());
-    }
-    match v.get("success").and_then(Value::as_bool) {
-        Some(true) => {}
-        Some(false) => {
-            let text = |k: &str| {
-                v.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or("(none)")
-                    .to_owned()
-            };
-            return Err(format!(
-                "it reported failure: code {}, message {}",
-                client::scrub_text(&text("code")),
-                client::scrub_text(&text("message"))
-            ));
-        }
-        None => return Err("its output has no boolean `success`".into()),
-    }
-    let field = match v.get("token_type").and_then(Value::as_str) {
-        Some(
-            "urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token",
-        ) => "id_token",
-        Some("urn:ietf:params:oauth:token-type:saml2") => "saml_response",
-        _ => return Err("its `token_type` must be a jwt, id_token or saml2 token type URN".into()),
-    };
-    let expiration = v.get("expiration_time").and_then(Value::as_u64);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    match expiration {
-        Some(exp) if exp <= now => return Ok(None),
-        None if cached => return Ok(None),
-        _ => {}
-    }
-    let token = v
-        .get(field)
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| format!("its output has no `{field}`"))?;
-    Ok(Some(Secret::new(token)))
-}
-
 impl AccessTokenSource for ExternalAccount {
     fn describe(&self) -> String {
         format!(
@@ -397,32 +349,72 @@ impl AccessTokenSource for ExternalAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::client::test_server;
+    use serde_json::json;
+
+    fn load(source: Value, env: &[(&str, &str)]) -> Result<ExternalAccount, AuthError> {
+        let v = json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": "https://sts.googleapis.com/v1/token",
+            "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken",
+            "credential_source": source,
+        });
+        let file = CredFile::parse(Path::new("/w.json"), v.to_string().as_bytes()).unwrap();
+        ExternalAccount::from_file(
+            &file,
+            &Env::from_pairs(env.iter().copied()),
+            test_server::client(),
+        )
+    }
 
     #[test]
-    fn executable_responses() {
-        let ok = br#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:id_token","id_token":"abc","expiration_time":4000000000}"#;
+    fn credential_source_errors_name_the_field() {
+        let cases = [
+            (
+                json!({"file": "/t", "format": {"type": "json"}}),
+                "credential_source.format.subject_token_field_name",
+            ),
+            (
+                json!({"file": "/t", "format": {"type": "xml"}}),
+                "credential_source.format.type",
+            ),
+            (
+                json!({"url": "http://169.254.169.254/t", "headers": {"bad header": "v"}}),
+                "credential_source.headers",
+            ),
+            (
+                json!({"executable": {"command": "/bin/x", "timeout_millis": 10}}),
+                "timeout_millis",
+            ),
+            (
+                json!({"executable": {}}),
+                "credential_source.executable.command",
+            ),
+            (json!({}), "none of `file`, `url` or `executable`"),
+        ];
+        let allow = [(ALLOW_EXECUTABLES, "1")];
+        for (source, want) in cases {
+            let err = load(source.clone(), &allow)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                err.contains("/w.json") && err.contains(want),
+                "{source}: {err}"
+            );
+        }
+        let ok = load(
+            json!({"url": "http://169.254.169.254/t", "headers": {"Metadata": "True"}}),
+            &[],
+        )
+        .unwrap();
+        let (email, url) = ok.impersonation.clone().unwrap();
+        assert_eq!(email, "sa@p.iam.gserviceaccount.com");
         assert_eq!(
-            parse_executable_response(ok, true)
-                .unwrap()
-                .unwrap()
-                .expose(),
-            "abc"
+            url.path(),
+            "/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateIdToken"
         );
-        let expired = br#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt","id_token":"abc","expiration_time":5}"#;
-        assert!(parse_executable_response(expired, false).unwrap().is_none());
-        let no_exp = br#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:saml2","saml_response":"s"}"#;
-        assert_eq!(
-            parse_executable_response(no_exp, false)
-                .unwrap()
-                .unwrap()
-                .expose(),
-            "s"
-        );
-        assert!(parse_executable_response(no_exp, true).unwrap().is_none());
-        let failed = br#"{"version":1,"success":false,"code":"401","message":"nope"}"#;
-        let err = parse_executable_response(failed, false).unwrap_err();
-        assert!(err.contains("401") && err.contains("nope"), "{err}");
-        assert!(parse_executable_response(b"{\"version\":2}", false).is_err());
-        assert!(parse_executable_response(b"x", false).is_err());
     }
 }

@@ -6,6 +6,7 @@ pub mod authorized_user;
 pub mod cache;
 mod client;
 mod discovery;
+mod executable;
 pub mod external_account;
 mod file;
 pub mod gcloud;
