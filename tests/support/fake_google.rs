@@ -266,4 +266,14 @@ impl FakeGoogle {
             .find(|a| a.email == email)
             .map(|a| a.key.clone())
     }
+    /// Every access token this fake has issued.
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.state
+            .access_tokens
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
 }
