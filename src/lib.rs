@@ -38,7 +38,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::cache::RefreshPolicy;
 use crate::auth::{AuthError, TokenCache, TokenHttp};
-use crate::config::{Env, Settings};
+use crate::config::{Env, Settings, TokenSettings};
 use crate::discovery::DiscoveryError;
 use crate::egress::{Egress, EgressError};
 use crate::proxy::Shared;
@@ -84,12 +84,17 @@ pub async fn run(
             found.audience().to_owned()
         }
     };
-    let source = auth::source_from_settings(
-        settings.credentials.as_deref(),
-        &audience,
-        &env,
-        TokenHttp::with_egress(tls.clone(), &egress),
-    )?;
+    let options = auth::SourceOptions {
+        credentials: settings.credentials.as_deref(),
+        audience: &audience,
+        impersonate: &settings.impersonate_service_account,
+        iam_endpoint: &settings.iam_endpoint,
+        token_kind: settings.token_kind,
+        upstream: Some(&settings.upstream),
+    };
+    let source =
+        auth::source_from_settings(&options, &env, TokenHttp::with_egress(tls.clone(), &egress))
+            .await?;
     let policy = RefreshPolicy {
         wait: settings.token_wait,
         ..RefreshPolicy::default()
@@ -130,14 +135,17 @@ pub async fn run(
 }
 
 /// Fetches one ID token, for `iap-proxy token`.
-pub async fn fetch_token(
-    audience: &str,
-    credentials: Option<&std::path::Path>,
-    upstream_ca: Option<&std::path::Path>,
-    env: &Env,
-) -> Result<auth::IdToken, StartError> {
-    let tls = upstream::tls_config(upstream_ca)?;
+pub async fn fetch_token(settings: &TokenSettings, env: &Env) -> Result<auth::IdToken, StartError> {
+    let tls = upstream::tls_config(settings.upstream_ca.as_deref())?;
     let http = TokenHttp::with_egress(tls, &Egress::from_env(env)?);
-    let source = auth::source_from_settings(credentials, audience, env, http)?;
+    let options = auth::SourceOptions {
+        credentials: settings.credentials.as_deref(),
+        audience: &settings.audience,
+        impersonate: &settings.impersonate_service_account,
+        iam_endpoint: &settings.iam_endpoint,
+        token_kind: settings.token_kind,
+        upstream: settings.upstream.as_ref(),
+    };
+    let source = auth::source_from_settings(&options, env, http).await?;
     Ok(source.fetch().await?)
 }

@@ -85,13 +85,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn print_token(settings: TokenSettings, env: Env) -> anyhow::Result<()> {
-    let token = iap_proxy::fetch_token(
-        &settings.audience,
-        settings.credentials.as_deref(),
-        settings.upstream_ca.as_deref(),
-        &env,
-    )
-    .await?;
+    let token = iap_proxy::fetch_token(&settings, &env).await?;
     println!("{}", token.expose());
     Ok(())
 }

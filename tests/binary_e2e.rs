@@ -293,3 +293,125 @@ fn help_states_the_precedence() {
     assert!(help.contains("IAP_PROXY_"), "{help}");
     assert!(help.to_lowercase().contains("flags"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_subcommand_impersonates() {
+    let w = World::new().await;
+    let target = "target@fake-project.iam.gserviceaccount.com";
+    w.google
+        .grant_token_creator(support::fixture::SA_EMAIL, target);
+    let base = w.google.base_url();
+    let args = [
+        "token",
+        "--audience",
+        AUDIENCE,
+        "--credentials",
+        w.key_file.to_str().unwrap(),
+        "--impersonate-service-account",
+        target,
+        "--iam-endpoint",
+        &base,
+    ];
+    let mut p = Binary::spawn(&args, &[], false);
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        p.stderr()
+    );
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[AUDIENCE]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        p.stdout().trim(),
+        &w.google.decoding_key(),
+        &validation,
+    )
+    .expect("valid token");
+    assert_eq!(data.claims["email"], target);
+
+    // Denied: exit non-zero, and the message names the missing role.
+    let args = [
+        "token",
+        "--audience",
+        AUDIENCE,
+        "--credentials",
+        w.key_file.to_str().unwrap(),
+        "--impersonate-service-account",
+        "nobody@fake-project.iam.gserviceaccount.com",
+        "--iam-endpoint",
+        &base,
+    ];
+    let mut p = Binary::spawn(&args, &[], false);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    assert!(
+        p.stderr()
+            .contains("roles/iam.serviceAccountOpenIdTokenCreator"),
+        "{}",
+        p.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_credentials_and_impersonation_never_reach_the_logs() {
+    let w = World::new().await;
+    let target = "target@fake-project.iam.gserviceaccount.com";
+    let (secret, refresh) = ("GOCSPX-client-secret-value", "1//0gRefreshTokenValue");
+    w.google.register_user(support::fake_iam::User {
+        client_id: "user-client.apps.googleusercontent.com".into(),
+        client_secret: secret.into(),
+        refresh_token: refresh.into(),
+        email: "dev@example.com".into(),
+    });
+    w.google.grant_token_creator("dev@example.com", target);
+    let adc = serde_json::json!({
+        "type": "authorized_user", "client_id": "user-client.apps.googleusercontent.com",
+        "client_secret": secret, "refresh_token": refresh, "token_uri": w.google.token_uri(),
+    });
+    let home = w.dir.path().join("home");
+    let gcloud_dir = home.join(".config/gcloud");
+    std::fs::create_dir_all(&gcloud_dir).unwrap();
+    std::fs::write(
+        gcloud_dir.join("application_default_credentials.json"),
+        adc.to_string(),
+    )
+    .unwrap();
+    let base = w.google.base_url();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &w.upstream.url(),
+        "--audience",
+        AUDIENCE,
+        "--upstream-ca",
+        w.upstream.ca_path().to_str().unwrap(),
+        "--impersonate-service-account",
+        target,
+        "--iam-endpoint",
+        &base,
+    ];
+    let env = [("HOME", home.to_str().unwrap()), ("RUST_LOG", "debug")];
+    let mut proxy = Binary::spawn(&args, &env, true);
+    let r = get(&client::http1(), &proxy.url("/echo")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    proxy.signal("TERM");
+    let mut proxy = tokio::task::spawn_blocking(move || {
+        proxy.wait_exit(Duration::from_secs(10));
+        proxy
+    })
+    .await
+    .unwrap();
+    let out = format!("{}\n{}", proxy.stderr(), proxy.stdout());
+    assert!(
+        out.contains("credential source chosen") && out.contains("impersonating"),
+        "{out}"
+    );
+    let mut secrets = vec![secret.to_owned(), refresh.to_owned()];
+    secrets.extend(w.google.issued_access_tokens());
+    secrets.extend(w.google.issued_tokens().into_iter().map(|t| t.token));
+    assert!(secrets.len() >= 4);
+    for s in secrets {
+        assert!(!out.contains(&s), "a secret appears in the logs");
+    }
+    let _ = proxy.child.kill();
+}

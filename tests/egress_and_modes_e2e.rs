@@ -42,11 +42,7 @@ async fn discovery_fails_start_up_saying_what_came_back() {
     let mut s = w.settings();
     s.upstream = Url::parse(&format!("{}/", w.google.base_url())).unwrap();
     s.audience = "auto".into();
-    let err = InProcess::try_start(s, w.env())
-        .await
-        .err()
-        .expect("start-up must fail")
-        .to_string();
+    let err = InProcess::start_error(s, w.env()).await.to_string();
     assert!(err.contains("does not answer like IAP"), "{err}");
     assert!(err.contains("403 Forbidden"), "{err}");
     assert!(err.contains("content-type: text/plain"), "{err}");

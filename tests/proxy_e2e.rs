@@ -413,10 +413,7 @@ async fn malformed_key_file_names_the_file_and_the_field() {
     std::fs::write(&path, serde_json::to_vec(&key).unwrap()).unwrap();
     let mut s = w.settings();
     s.credentials = Some(path.clone());
-    let err = InProcess::try_start(s, w.env())
-        .await
-        .err()
-        .expect("start-up refused");
+    let err = InProcess::start_error(s, w.env()).await;
     let msg = err.to_string();
     assert!(
         msg.contains("broken-key.json") && msg.contains("client_email"),

@@ -101,6 +101,30 @@ impl TokenHttp {
             .await
     }
 
+    /// POSTs `body` as JSON with `Authorization: Bearer <bearer>` (marked sensitive).
+    pub async fn post_json_bearer(
+        &self,
+        url: &Url,
+        bearer: &str,
+        body: &serde_json::Value,
+    ) -> Result<Response, AuthError> {
+        let mut auth = HeaderValue::try_from(format!("Bearer {bearer}")).map_err(|_| {
+            AuthError::BadToken(
+                "the access token contains characters not allowed in a header".into(),
+            )
+        })?;
+        auth.set_sensitive(true);
+        let headers = [
+            (header::AUTHORIZATION, auth),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ];
+        let body = Bytes::from(body.to_string());
+        self.send(Method::POST, url, &headers, body).await
+    }
+
     pub async fn get(
         &self,
         url: &Url,
@@ -244,6 +268,11 @@ fn detail(body: &[u8]) -> String {
     } else {
         text
     }
+}
+
+/// [`scrub`] for other error texts (e.g. a helper program's stderr), capped in length.
+pub(crate) fn scrub_text(text: &str) -> String {
+    scrub(text).chars().take(4 * MAX_DETAIL_CHARS).collect()
 }
 
 /// Blanks out what could be a credential: JWTs (`eyJ…`), OAuth access (`ya29.`) and refresh

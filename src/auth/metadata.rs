@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue};
 use url::Url;
 
+use super::access::AccessToken;
 use super::client::{self, TokenHttp};
 use super::{AuthError, IdToken, TokenSource, jwt};
 use crate::config::Env;
@@ -69,6 +70,46 @@ impl Metadata {
         let token = IdToken::from_jwt(body)?;
         jwt::check_audience(&jwt::unverified_claims(token.expose())?, &self.audience)?;
         Ok(token)
+    }
+}
+
+const ACCESS_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+impl Metadata {
+    /// `host[:port]` of the metadata server this source talks to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn fetch_access_token(&self) -> Result<AccessToken, AuthError> {
+        let url = Url::parse(&format!("http://{}{ACCESS_TOKEN_PATH}", self.host)).map_err(|e| {
+            AuthError::BadEndpoint {
+                url: format!("http://{}", self.host),
+                reason: format!("GCE_METADATA_HOST is not a valid host ({e})"),
+            }
+        })?;
+        let flavor = (
+            HeaderName::from_static("metadata-flavor"),
+            HeaderValue::from_static("Google"),
+        );
+        let response = self.http.get(&url, &[flavor]).await?;
+        if !response.status.is_success() {
+            return Err(client::rejected(&url, &response));
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| {
+            AuthError::BadToken("the metadata server's token answer is not JSON".into())
+        })?;
+        AccessToken::from_answer(&answer, &client::endpoint_name(&url))
+    }
+}
+
+// Fully qualified so that `describe` stays unambiguous where `TokenSource` is in scope.
+impl super::access::AccessTokenSource for Metadata {
+    fn describe(&self) -> String {
+        TokenSource::describe(self)
+    }
+    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+        Box::pin(self.fetch_access_token())
     }
 }
 

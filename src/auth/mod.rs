@@ -1,15 +1,24 @@
 //! Credential sources behind one [`TokenSource`] trait, and the cache that keeps a fresh
 //! ID token for the data path.
 
+pub mod access;
+pub mod authorized_user;
 pub mod cache;
 mod client;
+mod discovery;
+mod executable;
+pub mod external_account;
+mod file;
+pub mod gcloud;
+pub mod impersonated;
 pub mod jwt;
 pub mod metadata;
+mod select;
+pub mod self_signed;
 pub mod service_account;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
@@ -17,7 +26,6 @@ use http::HeaderValue;
 
 pub use cache::TokenCache;
 
-use crate::config::Env;
 pub use client::TokenHttp;
 
 /// A secret string that never shows itself in `Debug` or `Display`.
@@ -108,7 +116,7 @@ pub enum AuthError {
         problem: String,
     },
     #[error(
-        "credentials file {path} has type `{kind}`, which this version does not support (use a service_account key file or the metadata server)"
+        "credentials file {path}: field `type` is `{kind}`, which is not supported (expected service_account, authorized_user, impersonated_service_account or external_account)"
     )]
     UnsupportedType { path: PathBuf, kind: String },
     #[error("endpoint `{url}` is not a valid URL: {reason}")]
@@ -131,25 +139,51 @@ pub enum AuthError {
     Timeout { endpoint: String, seconds: u64 },
     #[error("the token endpoint returned an unusable ID token: {0}")]
     BadToken(String),
+    #[error(
+        "credentials file {path} holds user credentials (authorized_user, OAuth client {client_id}): \
+         their ID tokens carry aud = {client_id}, but the audience is {audience}. Either \
+         (1) impersonate a service account: pass --impersonate-service-account SA@PROJECT.iam.gserviceaccount.com \
+         (you need roles/iam.serviceAccountTokenCreator on it: `gcloud iam service-accounts add-iam-policy-binding \
+         SA@PROJECT.iam.gserviceaccount.com --member=user:YOU@EXAMPLE.COM --role=roles/iam.serviceAccountTokenCreator`), or \
+         (2) add {client_id} to the IAP application's programmatic-access allowlist \
+         (`gcloud iap settings set iap-settings.yaml --project=PROJECT --resource-type=iap_web` with iap-settings.yaml: \
+         `accessSettings: {{oauthSettings: {{programmaticClients: [\"{client_id}\"]}}}}`) and pass --audience {client_id}"
+    )]
+    UserAudience {
+        path: PathBuf,
+        client_id: String,
+        audience: String,
+    },
+    #[error(
+        "{caller} may not mint ID tokens as {target}{}: {detail}. Grant it \
+         roles/iam.serviceAccountOpenIdTokenCreator (or roles/iam.serviceAccountTokenCreator) on {target}: \
+         `gcloud iam service-accounts add-iam-policy-binding {target} --member=MEMBER \
+         --role=roles/iam.serviceAccountOpenIdTokenCreator` (MEMBER: user:YOU@EXAMPLE.COM, \
+         serviceAccount:SA_EMAIL or principal://… for a federated identity)",
+        if delegates.is_empty() { String::new() } else { format!(" through delegates {delegates}") }
+    )]
+    ImpersonationDenied {
+        caller: String,
+        target: String,
+        delegates: String,
+        detail: String,
+    },
+    #[error("credentials file {path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("credentials file {path}: cannot get the subject token: {reason}")]
+    Subject { path: PathBuf, reason: String },
+    #[error("gcloud: {reason}")]
+    Gcloud { reason: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "no Google credentials found. Looked at:\n{looked}\nFix it with one of:\n  \
+         - `gcloud auth application-default login` (then --impersonate-service-account SA, see README)\n  \
+         - `gcloud iam service-accounts keys create key.json --iam-account=SA@PROJECT.iam.gserviceaccount.com` and --credentials key.json\n  \
+         - --credentials gcloud, to use the gcloud CLI's login\n  \
+         - run on Google Cloud (GCE, GKE, Cloud Run), where the metadata server provides credentials"
+    )]
+    NotFound { looked: String },
 }
 
-/// Picks the credential source: `--credentials`, else `GOOGLE_APPLICATION_CREDENTIALS`,
-/// else the metadata server. A file is read and checked now, so a bad one stops start-up.
-pub fn source_from_settings(
-    credentials: Option<&Path>,
-    audience: &str,
-    env: &Env,
-    http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, AuthError> {
-    let file = credentials
-        .map(Path::to_path_buf)
-        .or_else(|| env.get("GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from));
-    let source: Arc<dyn TokenSource> = match file {
-        Some(path) => Arc::new(service_account::ServiceAccount::from_file(
-            &path, audience, http,
-        )?),
-        None => Arc::new(metadata::Metadata::new(env, audience, http)),
-    };
-    tracing::info!(source = %source.describe(), %audience, "credential source chosen");
-    Ok(source)
-}
+pub use discovery::{SourceOptions, source_from_settings};

@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use url::Url;
 
+use super::access::{AccessToken, CLOUD_PLATFORM};
 use super::client::{self, TokenHttp};
+use super::file::CredFile;
 use super::jwt::{self, RsaSigner};
 use super::{AuthError, IdToken, TokenSource};
 
@@ -62,7 +64,7 @@ impl ServiceAccount {
         Self::from_json(path, &bytes, audience, http)
     }
 
-    fn from_json(
+    pub(crate) fn from_json(
         path: &Path,
         bytes: &[u8],
         audience: &str,
@@ -157,6 +159,81 @@ impl ServiceAccount {
         let token = IdToken::from_jwt(raw)?;
         jwt::check_audience(&jwt::unverified_claims(token.expose())?, &self.audience)?;
         Ok(token)
+    }
+}
+
+impl ServiceAccount {
+    /// Loads a key object found inside another file (e.g. `source_credentials`).
+    pub(crate) fn from_cred_file(
+        file: &CredFile,
+        audience: &str,
+        http: TokenHttp,
+    ) -> Result<Self, AuthError> {
+        let bytes = serde_json::to_vec(&file.fields).map_err(|_| AuthError::Malformed {
+            path: file.path.clone(),
+            reason: "cannot re-encode the key object".into(),
+        })?;
+        Self::from_json(&file.path, &bytes, audience, http)
+    }
+
+    pub fn client_email(&self) -> &str {
+        &self.client_email
+    }
+
+    pub(crate) fn signer(&self) -> &RsaSigner {
+        &self.signer
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The same assertion with `scope` instead of `target_audience` buys an access token.
+    async fn fetch_access_token(&self) -> Result<AccessToken, AuthError> {
+        let iat = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = ScopeClaims {
+            iss: &self.client_email,
+            aud: &self.token_uri_raw,
+            scope: CLOUD_PLATFORM,
+            iat,
+            exp: iat + ASSERTION_LIFETIME_SECS,
+        };
+        let assertion = self.signer.sign(&claims).map_err(|e| AuthError::Sign {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let form = [
+            ("grant_type", GRANT_TYPE),
+            ("assertion", assertion.as_str()),
+        ];
+        let response = self.http.post_form(&self.token_uri, &form).await?;
+        if !response.status.is_success() {
+            return Err(client::rejected(&self.token_uri, &response));
+        }
+        let answer: Value = serde_json::from_slice(&response.body)
+            .map_err(|_| AuthError::BadToken("the token endpoint's answer is not JSON".into()))?;
+        AccessToken::from_answer(&answer, &client::endpoint_name(&self.token_uri))
+    }
+}
+
+#[derive(Serialize)]
+struct ScopeClaims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    scope: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+// Fully qualified so that `describe` stays unambiguous where `TokenSource` is in scope.
+impl super::access::AccessTokenSource for ServiceAccount {
+    fn describe(&self) -> String {
+        TokenSource::describe(self)
+    }
+    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+        Box::pin(self.fetch_access_token())
     }
 }
 

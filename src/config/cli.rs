@@ -58,7 +58,7 @@ pub struct ProxyArgs {
     /// [default: auto].
     #[arg(long, value_name = "AUD")]
     pub audience: Option<String>,
-    /// Service account key or ADC file [default: GOOGLE_APPLICATION_CREDENTIALS, then ADC].
+    /// Credentials JSON file, or `gcloud` for the gcloud CLI [default: GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, metadata server].
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
     /// Request header that carries the token [default: authorization].
@@ -97,6 +97,15 @@ pub struct ProxyArgs {
     /// Requests served at once; more wait their turn [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_concurrent_requests: Option<String>,
+    /// Impersonate this service account (through the listed delegates) to get ID tokens.
+    #[arg(long, value_name = "EMAIL[,DELEGATE...]")]
+    pub impersonate_service_account: Option<String>,
+    /// IAM Credentials API base URL [default: https://iamcredentials.googleapis.com].
+    #[arg(long, value_name = "URL")]
+    pub iam_endpoint: Option<String>,
+    /// Token to send: a Google ID token, or a JWT signed by the key file itself [default: id-token].
+    #[arg(long, value_name = "id-token|self-signed-jwt")]
+    pub token_kind: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -107,10 +116,22 @@ pub struct TokenArgs {
     /// ID token audience: the IAP OAuth client ID (required).
     #[arg(long, value_name = "AUD")]
     pub audience: Option<String>,
-    /// Service account key or ADC file [default: GOOGLE_APPLICATION_CREDENTIALS, then ADC].
+    /// Credentials JSON file, or `gcloud` for the gcloud CLI [default: GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, metadata server].
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
     /// Extra PEM CA certificates to trust, besides the system roots.
     #[arg(long, value_name = "PEMFILE")]
     pub upstream_ca: Option<PathBuf>,
+    /// Impersonate this service account (through the listed delegates) to get the ID token.
+    #[arg(long, value_name = "EMAIL[,DELEGATE...]")]
+    pub impersonate_service_account: Option<String>,
+    /// IAM Credentials API base URL [default: https://iamcredentials.googleapis.com].
+    #[arg(long, value_name = "URL")]
+    pub iam_endpoint: Option<String>,
+    /// id-token or self-signed-jwt [default: id-token].
+    #[arg(long, value_name = "id-token|self-signed-jwt")]
+    pub token_kind: Option<String>,
+    /// Upstream URL: the audience of a self-signed JWT (only with --token-kind self-signed-jwt).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
 }

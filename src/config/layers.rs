@@ -287,6 +287,10 @@ impl Layered {
 
     pub(super) fn credentials(&mut self) -> Option<PathBuf> {
         let path = PathBuf::from(self.string("credentials")?);
+        // The gcloud CLI, not a file; `./gcloud` names a file of that name.
+        if path == Path::new("gcloud") {
+            return Some(path);
+        }
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => Some(path),
             Ok(_) => {

@@ -11,6 +11,7 @@ use ::config::{Config, ConfigError, Environment, File, FileFormat, Map, Source, 
 use url::{Host, Url};
 
 mod cli;
+mod credential_keys;
 mod layers;
 #[cfg(test)]
 mod tests;
@@ -97,6 +98,35 @@ impl FromStr for LogFormat {
     }
 }
 
+/// What kind of token the proxy sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A Google-signed ID token for the audience (the usual choice).
+    IdToken,
+    /// A JWT the service account key signs itself, `aud` = the upstream origin + `/*`.
+    SelfSignedJwt,
+}
+
+impl fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenKind::IdToken => "id-token",
+            TokenKind::SelfSignedJwt => "self-signed-jwt",
+        })
+    }
+}
+
+impl FromStr for TokenKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "id-token" => Ok(TokenKind::IdToken),
+            "self-signed-jwt" => Ok(TokenKind::SelfSignedJwt),
+            _ => Err("expected id-token or self-signed-jwt".into()),
+        }
+    }
+}
+
 /// The process environment, injected so tests never call `set_var`.
 #[derive(Debug, Clone, Default)]
 pub struct Env(HashMap<String, String>);
@@ -158,6 +188,11 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_concurrent_requests: usize,
+    /// `EMAIL[,DELEGATE…]`: impersonate EMAIL (through the delegates); empty for none.
+    pub impersonate_service_account: Vec<String>,
+    /// Base URL of the IAM Credentials API (generateIdToken).
+    pub iam_endpoint: Url,
+    pub token_kind: TokenKind,
 }
 
 impl Settings {
@@ -179,6 +214,9 @@ impl Settings {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_concurrent_requests: 4096,
+            impersonate_service_account: Vec::new(),
+            iam_endpoint: default_iam_endpoint(),
+            token_kind: TokenKind::IdToken,
         }
     }
 
@@ -203,6 +241,8 @@ impl Settings {
             ("header_read_timeout", 30u64.into()),
             ("max_header_bytes", 65536u64.into()),
             ("max_concurrent_requests", 4096u64.into()),
+            ("iam_endpoint", DEFAULT_IAM_ENDPOINT.to_owned().into()),
+            ("token_kind", TokenKind::IdToken.to_string().into()),
         ];
         let mut flags = Flags::default();
         flags.string("listen", args.listen.as_deref());
@@ -223,6 +263,12 @@ impl Settings {
             "max_concurrent_requests",
             args.max_concurrent_requests.as_deref(),
         );
+        flags.string(
+            "impersonate_service_account",
+            args.impersonate_service_account.as_deref(),
+        );
+        flags.string("iam_endpoint", args.iam_endpoint.as_deref());
+        flags.string("token_kind", args.token_kind.as_deref());
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");
@@ -251,6 +297,12 @@ impl Settings {
         let max_concurrent_requests = l
             .count("max_concurrent_requests", 1, "requests")
             .unwrap_or_default();
+        let impersonate_service_account = l.impersonate();
+        let iam_endpoint = l.iam_endpoint().unwrap_or_else(default_iam_endpoint);
+        let token_kind = l
+            .parsed::<TokenKind>("token_kind")
+            .unwrap_or(TokenKind::IdToken);
+        l.token_kind_fits(token_kind, &impersonate_service_account);
 
         match (listen, upstream, audience) {
             (Some(listen), Some(upstream), Some(audience)) if l.errors.is_empty() => Ok(Settings {
@@ -269,6 +321,9 @@ impl Settings {
                 header_read_timeout,
                 max_header_bytes,
                 max_concurrent_requests,
+                impersonate_service_account,
+                iam_endpoint,
+                token_kind,
             }),
             _ => Err(l.into_errors()),
         }
@@ -281,6 +336,11 @@ pub struct TokenSettings {
     pub audience: String,
     pub credentials: Option<PathBuf>,
     pub upstream_ca: Option<PathBuf>,
+    pub impersonate_service_account: Vec<String>,
+    pub iam_endpoint: Url,
+    pub token_kind: TokenKind,
+    /// Only needed (and then required) for `--token-kind self-signed-jwt`.
+    pub upstream: Option<Url>,
 }
 
 impl TokenSettings {
@@ -290,7 +350,18 @@ impl TokenSettings {
         flags.string("audience", args.audience.as_deref());
         flags.path("credentials", args.credentials.as_deref());
         flags.path("upstream_ca", args.upstream_ca.as_deref());
-        let mut l = Layered::new(args.config.as_deref(), env, Vec::new(), flags);
+        flags.string(
+            "impersonate_service_account",
+            args.impersonate_service_account.as_deref(),
+        );
+        flags.string("iam_endpoint", args.iam_endpoint.as_deref());
+        flags.string("token_kind", args.token_kind.as_deref());
+        flags.string("upstream", args.upstream.as_deref());
+        let defaults: Vec<(&'static str, ValueKind)> = vec![
+            ("iam_endpoint", DEFAULT_IAM_ENDPOINT.to_owned().into()),
+            ("token_kind", TokenKind::IdToken.to_string().into()),
+        ];
+        let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let audience = l.audience();
         let credentials = l.credentials();
         let upstream_ca = l.upstream_ca();
@@ -303,11 +374,26 @@ impl TokenSettings {
                 "`auto` needs an upstream to ask; the token command takes the IAP OAuth client ID itself",
             );
         }
+        let impersonate_service_account = l.impersonate();
+        let iam_endpoint = l.iam_endpoint().unwrap_or_else(default_iam_endpoint);
+        let token_kind = l
+            .parsed::<TokenKind>("token_kind")
+            .unwrap_or(TokenKind::IdToken);
+        l.token_kind_fits(token_kind, &impersonate_service_account);
+        // The upstream matters to the token command only as a self-signed JWT's audience.
+        let upstream = match token_kind {
+            TokenKind::SelfSignedJwt => l.upstream(),
+            TokenKind::IdToken => None,
+        };
         match audience {
             Some(audience) if l.errors.is_empty() => Ok(TokenSettings {
                 audience,
                 credentials,
                 upstream_ca,
+                impersonate_service_account,
+                iam_endpoint,
+                token_kind,
+                upstream,
             }),
             _ => Err(l.into_errors()),
         }
@@ -316,9 +402,16 @@ impl TokenSettings {
 
 // Kept in step with `Settings::new` by the `defaults_match_settings_new` test.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_IAM_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
+
+fn default_iam_endpoint() -> Url {
+    // A constant that parses; the fallback only keeps `unwrap` out of library code.
+    Url::parse(DEFAULT_IAM_ENDPOINT)
+        .unwrap_or_else(|_| Url::parse("https://localhost").expect("valid URL"))
+}
 
 /// Every settings key: the flag name with `-` → `_`, and `IAP_PROXY_` + uppercase in the environment.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 18] = [
     "listen",
     "upstream",
     "audience",
@@ -334,4 +427,7 @@ pub const KEYS: [&str; 15] = [
     "header_read_timeout",
     "max_header_bytes",
     "max_concurrent_requests",
+    "impersonate_service_account",
+    "iam_endpoint",
+    "token_kind",
 ];

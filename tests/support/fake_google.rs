@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::fake_iam::{Iam, Pool, User};
 use super::google_http;
 use super::keys::RsaKey;
 use super::{now_secs, spawn_accept_loop};
@@ -29,6 +30,8 @@ pub const META_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts
 pub enum TokenPath {
     TokenEndpoint,
     Metadata,
+    /// IAM Credentials generateIdToken (impersonation).
+    Iam,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +65,8 @@ pub(super) struct State {
     pub(super) assertions: Mutex<Vec<String>>,
     /// Access token -> email, so later fakes (e.g. generateIdToken) can check callers.
     pub(super) access_tokens: Mutex<HashMap<String, String>>,
+    /// Users, impersonation grants, workload identity pools: see fake_iam.rs.
+    pub(super) iam: Mutex<Iam>,
 }
 
 pub struct FakeGoogle {
@@ -93,6 +98,7 @@ impl FakeGoogle {
             issued: Mutex::new(Vec::new()),
             assertions: Mutex::new(Vec::new()),
             access_tokens: Mutex::new(HashMap::new()),
+            iam: Mutex::new(Iam::default()),
         });
         let st = state.clone();
         let task = spawn_accept_loop(listener, move |stream| {
@@ -221,5 +227,53 @@ impl FakeGoogle {
     /// Email an access token was issued to, if this fake issued it.
     pub fn access_token_email(&self, token: &str) -> Option<String> {
         self.state.access_tokens.lock().unwrap().get(token).cloned()
+    }
+
+    /// Registers a user whose refresh token the /token endpoint accepts.
+    pub fn register_user(&self, user: User) {
+        self.state.iam.lock().unwrap().users.push(user);
+    }
+    /// `caller` (an email or principal) may mint tokens as `target`.
+    pub fn grant_token_creator(&self, caller: &str, target: &str) {
+        let pair = (caller.to_owned(), target.to_owned());
+        self.state.iam.lock().unwrap().grants.insert(pair);
+    }
+    pub fn add_pool(&self, pool: Pool) {
+        self.state.iam.lock().unwrap().pools.push(pool);
+    }
+    /// GET /subject-token answers `body` when header `x-subject-token-key: key` is sent.
+    pub fn serve_subject_token(&self, key: &str, body: &str) {
+        self.state.iam.lock().unwrap().subject_route = Some((key.to_owned(), body.to_owned()));
+    }
+    pub fn generate_id_token_calls(&self) -> usize {
+        self.state.iam.lock().unwrap().id_token_calls
+    }
+    /// `{base}/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken`, as files name it.
+    pub fn impersonation_url(&self, email: &str) -> String {
+        format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:generateAccessToken",
+            self.base_url()
+        )
+    }
+    pub fn sts_url(&self) -> String {
+        format!("{}/v1/token", self.base_url())
+    }
+    /// The public key registered for `email`'s key file (the most recent one).
+    pub fn service_account_key(&self, email: &str) -> Option<DecodingKey> {
+        let accounts = self.state.accounts.lock().unwrap();
+        accounts
+            .values()
+            .find(|a| a.email == email)
+            .map(|a| a.key.clone())
+    }
+    /// Every access token this fake has issued.
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.state
+            .access_tokens
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
     }
 }

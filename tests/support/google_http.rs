@@ -29,7 +29,7 @@ impl State {
         format!("http://127.0.0.1:{}/token", self.port)
     }
 
-    fn issue_id_token(
+    pub(super) fn issue_id_token(
         &self,
         audience: &str,
         email: &str,
@@ -60,7 +60,7 @@ impl State {
         token
     }
 
-    fn issue_access_token(&self, email: &str) -> Value {
+    pub(super) fn issue_access_token(&self, email: &str) -> Value {
         let token = format!("ya29.fake-{}", super::hex(&rand::random::<[u8; 24]>()));
         self.access_tokens
             .lock()
@@ -151,6 +151,40 @@ impl State {
 pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::POST, "/token") => token_endpoint(&state, req).await,
+        (&Method::POST, "/v1/token") => {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let form: HashMap<String, String> =
+                url::form_urlencoded::parse(&body).into_owned().collect();
+            state.sts(&form)
+        }
+        (&Method::POST, path) if path.ends_with(":generateIdToken") => {
+            let path = path.to_owned();
+            let bearer = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned);
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            state.generate_id_token(&path, bearer.as_deref(), &body)
+        }
+        (&Method::GET, "/subject-token") => {
+            let key = req
+                .headers()
+                .get(super::fake_iam::SUBJECT_HEADER)
+                .and_then(|v| v.to_str().ok());
+            state.subject_token_route(key)
+        }
         (&Method::GET, IDENTITY_PATH | META_TOKEN_PATH | "/") => metadata(&state, req).await,
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
     };
@@ -176,6 +210,9 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
         .get("grant_type")
         .map(String::as_str)
         .unwrap_or_default();
+    if grant == "refresh_token" {
+        return state.refresh_grant(&form);
+    }
     if grant != JWT_BEARER {
         return google_error(
             400,

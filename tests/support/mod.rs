@@ -6,6 +6,7 @@ pub mod app;
 pub mod client;
 pub mod connect_proxy;
 pub mod fake_google;
+pub mod fake_iam;
 pub mod fixture;
 mod google_http;
 pub mod keys;

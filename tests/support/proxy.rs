@@ -20,32 +20,33 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// Starts the proxy; it serves once start-up (discovery, credentials) is done, and
+    /// connections made before then wait in the listen queue.
     pub async fn start(settings: Settings, env: Env) -> InProcess {
-        Self::try_start(settings, env).await.expect("proxy starts")
-    }
-
-    /// Starts the proxy, or returns the start-up error it stopped with.
-    pub async fn try_start(settings: Settings, env: Env) -> Result<InProcess, StartError> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let mut task = tokio::spawn(iap_proxy::run(listener, settings, env, async {
+        let task = tokio::spawn(iap_proxy::run(listener, settings, env, async {
             let _ = rx.await;
         }));
-        // A bad credentials file fails at once; give it the chance to.
-        match tokio::time::timeout(Duration::from_millis(200), &mut task).await {
-            Ok(Ok(Err(err))) => return Err(err),
-            Ok(Ok(Ok(drain))) => panic!("proxy stopped by itself: {drain:?}"),
-            Ok(Err(join)) => panic!("proxy task panicked: {join}"),
-            Err(_still_running) => {}
-        }
-        Ok(InProcess {
+        InProcess {
             addr,
             shutdown: Some(tx),
             task,
-        })
+        }
+    }
+
+    /// Starts a proxy that must refuse to start, and returns why (bounded wait).
+    pub async fn start_error(settings: Settings, env: Env) -> StartError {
+        let mut proxy = InProcess::start(settings, env).await;
+        match tokio::time::timeout(Duration::from_secs(15), &mut proxy.task).await {
+            Ok(Ok(Err(err))) => err,
+            Ok(Ok(Ok(drain))) => panic!("proxy stopped without an error: {drain:?}"),
+            Ok(Err(join)) => panic!("proxy task panicked: {join}"),
+            Err(_) => panic!("proxy started although it should have refused to"),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

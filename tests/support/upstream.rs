@@ -1,5 +1,6 @@
 //! An HTTPS server that checks requests like IAP, then hands them to a test app (`app.rs`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -98,6 +99,8 @@ pub(super) struct Shared {
     /// This many of the next requests with a valid token get IAP's 401 anyway, as when
     /// IAP no longer accepts a token the proxy still holds.
     reject_valid: AtomicUsize,
+    /// Service accounts whose self-signed JWTs are accepted, by email.
+    self_signed: Mutex<HashMap<String, DecodingKey>>,
 }
 
 pub struct Upstream {
@@ -141,6 +144,7 @@ impl Upstream {
             ws_tasks: Mutex::new(Vec::new()),
             serverless: AtomicBool::new(false),
             reject_valid: AtomicUsize::new(0),
+            self_signed: Mutex::new(HashMap::new()),
         });
         let (sh, mode) = (shared.clone(), opts.alpn);
         let task = spawn_accept_loop(listener, move |tcp| {
@@ -186,6 +190,14 @@ impl Upstream {
     }
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         self.ca.client_config()
+    }
+    /// Accept JWTs signed by `email`'s own key, as IAP does for service accounts.
+    pub fn trust_service_account(&self, email: &str, key: DecodingKey) {
+        self.shared
+            .self_signed
+            .lock()
+            .unwrap()
+            .insert(email.to_owned(), key);
     }
     /// Lets every `/sse` response that is waiting send its second event.
     pub fn release_sse(&self) {
@@ -303,6 +315,68 @@ fn verify(shared: &Shared, token: &str, now_ms: u128) -> Result<Verified, String
     Ok(Verified { exp, email })
 }
 
+/// IAP's rules for a JWT a service account signed itself: `iss` = `sub` = its email, `aud`
+/// = the exact URL or a prefix ending `/*`, at most an hour long, not expired. `None`: the
+/// token's issuer is not a trusted service account, so it is checked as a Google ID token.
+fn verify_self_signed(
+    shared: &Shared,
+    token: &str,
+    now_ms: u128,
+    path: &str,
+) -> Option<Result<Verified, String>> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let iss = serde_json::from_slice::<Value>(&payload).ok()?["iss"]
+        .as_str()?
+        .to_owned();
+    let key = shared.self_signed.lock().unwrap().get(&iss).cloned()?;
+    let mut v = Validation::new(Algorithm::RS256);
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let claims = match jsonwebtoken::decode::<Value>(token, &key, &v) {
+        Ok(d) => d.claims,
+        Err(_) => {
+            return Some(Err(
+                "Invalid IAP credentials: JWT signature is invalid".to_owned()
+            ));
+        }
+    };
+    let check = || {
+        if claims["sub"].as_str() != Some(iss.as_str()) {
+            return Err("Invalid IAP credentials: self-signed JWT needs sub = iss".to_owned());
+        }
+        let url = format!("https://127.0.0.1:{}{path}", shared.port);
+        let aud = claims["aud"].as_str().unwrap_or_default();
+        let matches = aud == url
+            || aud
+                .strip_suffix('*')
+                .is_some_and(|prefix| prefix.ends_with('/') && url.starts_with(prefix));
+        if !matches {
+            return Err(format!(
+                "Invalid IAP credentials: JWT audience doesn't match this application ('aud' claim ({aud}) doesn't match {url})"
+            ));
+        }
+        let (Some(iat), Some(exp)) = (claims["iat"].as_u64(), claims["exp"].as_u64()) else {
+            return Err("Invalid IAP credentials: JWT needs iat and exp".to_owned());
+        };
+        if exp < iat || exp - iat > 3600 {
+            return Err("Invalid IAP credentials: JWT lifetime over 3600 s".to_owned());
+        }
+        if u128::from(exp) * 1000 <= now_ms {
+            return Err("Invalid IAP credentials: Expired JWT".to_owned());
+        }
+        Ok(Verified {
+            exp,
+            email: iss.clone(),
+        })
+    };
+    Some(check())
+}
+
 async fn handle(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
@@ -312,7 +386,9 @@ async fn handle(
     let token = take_token(req.headers_mut(), shared.serverless.load(Ordering::SeqCst));
     let (outcome, verified) = match &token {
         None => (AuthOutcome::NoToken, None),
-        Some((_, t)) => match verify(&shared, t, now_ms) {
+        Some((_, t)) => match verify_self_signed(&shared, t, now_ms, req.uri().path())
+            .unwrap_or_else(|| verify(&shared, t, now_ms))
+        {
             Ok(_)
                 if shared
                     .reject_valid

@@ -83,5 +83,6 @@ fn assert_one_error(errors: &[String], want: &[&str]) {
     }
 }
 
+mod credentials;
 mod layering;
 mod validation;

@@ -308,7 +308,11 @@ fn token_settings() {
         TokenSettings {
             audience: AUD.into(),
             credentials: None,
-            upstream_ca: None
+            upstream_ca: None,
+            impersonate_service_account: Vec::new(),
+            iam_endpoint: Url::parse("https://iamcredentials.googleapis.com").unwrap(),
+            token_kind: crate::config::TokenKind::IdToken,
+            upstream: None,
         }
     );
     let env = Env::from_pairs([("IAP_PROXY_AUDIENCE", "from-env")]);
