@@ -156,6 +156,12 @@ pub struct CountingBody<B> {
     counter: Counter,
 }
 
+impl<B> CountingBody<B> {
+    pub fn new(inner: B, counter: Counter) -> Self {
+        CountingBody { inner, counter }
+    }
+}
+
 impl<B> Body for CountingBody<B>
 where
     B: Body<Data = Bytes> + Unpin,

@@ -28,6 +28,14 @@ impl fmt::Display for ListenAddr {
 }
 
 impl ListenAddr {
+    /// The TCP port, when this is a TCP address.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ListenAddr::Tcp(addr) => Some(addr.port()),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
     /// Binds the address. A stale socket file from an earlier run is removed first, but
     /// only when it really is a socket: a typo must never delete a user's file.
     pub async fn bind(&self) -> io::Result<Listener> {

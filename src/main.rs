@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use iap_proxy::config::{Cli, Command, EXIT_USAGE, Env, Settings, TokenSettings};
 use iap_proxy::{Drain, telemetry};
@@ -91,10 +90,8 @@ async fn print_token(settings: TokenSettings, env: Env) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings, env: Env) -> anyhow::Result<Drain> {
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (--listen)", settings.listen))?;
-    let drain = iap_proxy::run(listener, settings, env, shutdown_signal()).await?;
+    let listeners = iap_proxy::Listeners::bind(&settings).await?;
+    let drain = iap_proxy::serve(listeners, settings, env, shutdown_signal()).await?;
     Ok(drain)
 }
 

@@ -17,15 +17,19 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use url::Url;
 
+use crate::access::CountingBody;
 use crate::auth::TokenCache;
-use crate::config::AuthHeader;
+use crate::config::{AuthHeader, Settings};
 use crate::error::{ProxyError, chain};
 use crate::headers;
+use crate::metrics::{Metrics, RouteLabels};
 use crate::upstream::{Clients, ReqBody, UpstreamClient};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 pub type ResBody = BoxBody<Bytes, hyper::Error>;
 
-/// Everything a request needs, shared by every connection.
+/// Everything a request needs, shared by every connection of one route.
 pub struct Shared {
     pub upstream: Url,
     scheme: Scheme,
@@ -39,21 +43,21 @@ pub struct Shared {
     pub upstream_timeout: Duration,
     pub max_header_bytes: usize,
     /// Used in rewritten redirects when the client sent no Host.
-    pub listen: SocketAddr,
+    pub listen_host: String,
+    /// This route's metric handles, looked up once rather than per request.
+    upstream_latency: Histogram,
+    bytes_in: Counter,
 }
 
 impl Shared {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        upstream: Url,
+        route: &Settings,
         clients: Clients,
         tokens: TokenCache,
-        header: AuthHeader,
-        rewrite_redirects: bool,
-        upstream_timeout: Duration,
-        max_header_bytes: usize,
-        listen: SocketAddr,
+        listen_host: String,
+        metrics: &Metrics,
     ) -> Result<Shared, String> {
+        let upstream = route.upstream.clone();
         let scheme =
             Scheme::try_from(upstream.scheme()).map_err(|e| format!("upstream scheme: {e}"))?;
         let host = upstream.host_str().ok_or("upstream URL has no host")?;
@@ -64,6 +68,9 @@ impl Shared {
         let authority =
             Authority::try_from(authority).map_err(|e| format!("upstream authority: {e}"))?;
         let base_path = upstream.path().trim_end_matches('/').to_string();
+        let labels = RouteLabels {
+            route: route.name.as_str().into(),
+        };
         Ok(Shared {
             upstream,
             scheme,
@@ -71,11 +78,13 @@ impl Shared {
             base_path,
             clients,
             tokens,
-            header,
-            rewrite_redirects,
-            upstream_timeout,
-            max_header_bytes,
-            listen,
+            header: route.header,
+            rewrite_redirects: route.rewrite_redirects,
+            upstream_timeout: route.upstream_timeout,
+            max_header_bytes: route.max_header_bytes,
+            listen_host,
+            upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
+            bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
         })
     }
 
@@ -175,6 +184,7 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let replayable = replayable(&body);
+    let body = CountingBody::new(body, shared.bytes_in.clone());
     let mut out = Request::new(Either::Left(body));
     *out.method_mut() = parts.method;
     *out.uri_mut() = shared.target_uri(&parts.uri)?;
@@ -254,7 +264,7 @@ async fn forward(
             let host = original_host
                 .as_ref()
                 .and_then(|h| h.to_str().ok().map(str::to_owned))
-                .unwrap_or_else(|| shared.listen.to_string());
+                .unwrap_or_else(|| shared.listen_host.clone());
             if let Some(new) = headers::rewrite_location(location, &shared.upstream, &host) {
                 parts.headers.insert(header::LOCATION, new);
             }
@@ -269,7 +279,12 @@ async fn send(
     http: &UpstreamClient,
     out: Request<ReqBody>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    match tokio::time::timeout(shared.upstream_timeout, http.request(out)).await {
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(shared.upstream_timeout, http.request(out)).await;
+    shared
+        .upstream_latency
+        .observe(started.elapsed().as_secs_f64());
+    match sent {
         Err(_elapsed) => Err(ProxyError::UpstreamTimeout {
             upstream: shared.upstream.to_string(),
             waited: shared.upstream_timeout,

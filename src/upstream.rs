@@ -7,6 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+
+use crate::access::CountingBody;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,7 +21,8 @@ use crate::egress::{Egress, EgressConnector};
 
 /// What the upstream clients send: the client's body, streamed as it comes, or nothing (a
 /// replay of a bodiless request, or the discovery probe). Nothing is ever buffered.
-pub type ReqBody = Either<Incoming, Empty<Bytes>>;
+/// The client's streamed body (counted as it passes), or nothing for a replay.
+pub type ReqBody = Either<CountingBody<Incoming>, Empty<Bytes>>;
 
 pub type UpstreamClient = Client<HttpsConnector<EgressConnector>, ReqBody>;
 

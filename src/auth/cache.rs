@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -115,11 +116,20 @@ pub struct TokenCache {
 impl TokenCache {
     /// Starts the refresher task; it stops when the last handle is dropped.
     pub fn spawn(source: Arc<dyn TokenSource>, policy: RefreshPolicy) -> TokenCache {
+        Self::spawn_counted(source, policy, FetchCounters::default())
+    }
+
+    /// Like [`TokenCache::spawn`], counting fetch outcomes (`iap_proxy_token_refreshes_total`).
+    pub fn spawn_counted(
+        source: Arc<dyn TokenSource>,
+        policy: RefreshPolicy,
+        counters: FetchCounters,
+    ) -> TokenCache {
         let (tx, rx) = watch::channel(State::default());
         let source_name: Arc<str> = source.describe().into();
         let wait = policy.wait;
         let forced = Arc::new(Forced::default());
-        tokio::spawn(refresh_loop(source, policy, tx, forced.clone()));
+        tokio::spawn(refresh_loop(source, policy, tx, forced.clone(), counters));
         TokenCache {
             rx,
             source_name,
@@ -241,11 +251,19 @@ impl TokenCache {
     }
 }
 
+/// Counters for fetch outcomes; detached ones (the default) count into nothing.
+#[derive(Clone, Default)]
+pub struct FetchCounters {
+    pub success: Counter,
+    pub failure: Counter,
+}
+
 async fn refresh_loop(
     source: Arc<dyn TokenSource>,
     policy: RefreshPolicy,
     tx: watch::Sender<State>,
     forced: Arc<Forced>,
+    counters: FetchCounters,
 ) {
     let mut failures: u32 = 0;
     loop {
@@ -254,6 +272,7 @@ async fn refresh_loop(
         let delay = match outcome {
             Ok(token) => {
                 failures = 0;
+                counters.success.inc();
                 let lifetime = token
                     .expires_at()
                     .duration_since(SystemTime::now())
@@ -279,6 +298,7 @@ async fn refresh_loop(
             }
             Err(err) => {
                 failures = failures.saturating_add(1);
+                counters.failure.inc();
                 let holding = tx.borrow().usable(now).is_some();
                 let delay = backoff(failures, holding, &policy);
                 tracing::warn!(

@@ -48,7 +48,7 @@ pub struct ProxyArgs {
     /// TOML settings file (see config/iap-proxy.example.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on, IPv4 or [IPv6]:port [default: 127.0.0.1:8080].
+    /// Address to listen on: IPv4 or [IPv6]:port, or unix:PATH for a Unix socket [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Base URL of the IAP-protected service, e.g. https://app.example.com (required).
@@ -106,6 +106,15 @@ pub struct ProxyArgs {
     /// Token to send: a Google ID token, or a JWT signed by the key file itself [default: id-token].
     #[arg(long, value_name = "id-token|self-signed-jwt")]
     pub token_kind: Option<String>,
+    /// Admin listener for /healthz, /readyz, /metrics and POST /quitquitquit [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Seconds to keep serving after SIGTERM before draining (for sidecars whose app still runs) [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_sigterm_delay: Option<String>,
+    /// File holding a secret clients must send in x-iap-proxy-secret (for non-loopback listeners).
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug, Default)]

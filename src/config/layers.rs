@@ -41,6 +41,8 @@ pub(super) struct Layered {
     values: Map<String, Value>,
     flags: Vec<&'static str>,
     pub(super) errors: Vec<String>,
+    /// Put before every message: which `[[routes]]` table it is about.
+    context: String,
 }
 
 impl Layered {
@@ -95,6 +97,81 @@ impl Layered {
             values,
             flags: flag_keys,
             errors,
+            context: String::new(),
+        }
+    }
+
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.values
+            .get(key)
+            .is_some_and(|v| !matches!(v.kind, ValueKind::Nil))
+    }
+
+    /// Removes the file's `[[routes]]` tables from the top-level values and returns them;
+    /// unknown or process-wide keys in a table are reported here.
+    pub(super) fn take_routes(&mut self) -> Vec<Map<String, Value>> {
+        let Some(value) = self.values.remove("routes") else {
+            return Vec::new();
+        };
+        let ValueKind::Array(items) = value.kind else {
+            self.errors.push(
+                "config file: `routes` must be an array of tables: write each as [[routes]]".into(),
+            );
+            return Vec::new();
+        };
+        let mut tables = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let ValueKind::Table(table) = item.kind else {
+                self.errors.push(format!(
+                    "config file: routes entry {} is not a table; write it as [[routes]]",
+                    i + 1
+                ));
+                continue;
+            };
+            let mut bad: Vec<&String> = table
+                .keys()
+                .filter(|k| !routes::ROUTE_KEYS.contains(&k.as_str()))
+                .collect();
+            bad.sort();
+            for key in bad {
+                let why = if KEYS.contains(&key.as_str()) {
+                    "is process-wide; set it at the top level of the file"
+                } else {
+                    "is not a route key"
+                };
+                self.errors.push(format!(
+                    "config file: [[routes]] #{}: `{key}` {why}; route keys are {}",
+                    i + 1,
+                    routes::ROUTE_KEYS.join(", ")
+                ));
+            }
+            for required in ["listen", "upstream"] {
+                if !table.contains_key(required) {
+                    self.errors.push(format!(
+                        "config file: [[routes]] #{} needs its own `{required}` (only the other route keys are inherited)",
+                        i + 1
+                    ));
+                }
+            }
+            tables.push(table);
+        }
+        tables
+    }
+
+    /// The values one route sees: the top level's, overlaid with the route's table.
+    pub(super) fn route(&self, index: usize, table: Map<String, Value>) -> Layered {
+        let mut values = self.values.clone();
+        let name = table
+            .get("name")
+            .and_then(|v| v.clone().into_string().ok())
+            .map(|n| format!(" (`{n}`)"))
+            .unwrap_or_default();
+        values.extend(table);
+        Layered {
+            values,
+            flags: self.flags.clone(),
+            errors: Vec::new(),
+            context: format!("[[routes]] #{}{name}: ", index + 1),
         }
     }
 
@@ -122,7 +199,7 @@ impl Layered {
     }
 
     pub(super) fn problem(&mut self, key: &str, what: &str) {
-        let message = format!("{}: {what}", self.describe(key));
+        let message = format!("{}{}: {what}", self.context, self.describe(key));
         self.errors.push(message);
     }
 
@@ -190,19 +267,47 @@ impl Layered {
             .and_then(|n| usize::try_from(n).ok())
     }
 
-    pub(super) fn listen(&mut self, allow_non_loopback: bool) -> Option<SocketAddr> {
-        let text = self.string("listen")?;
-        let Ok(addr) = text.trim().parse::<SocketAddr>() else {
+    /// A listen address: `unix:PATH`, or IP:port under the loopback rule.
+    pub(super) fn listen(&mut self, key: &str, allow_non_loopback: bool) -> Option<ListenAddr> {
+        let text = self.string(key)?;
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                self.problem(
+                    key,
+                    "names no socket path; use e.g. unix:/run/iap-proxy.sock",
+                );
+                return None;
+            }
+            return Some(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        self.socket_addr(key, text, allow_non_loopback)
+            .map(ListenAddr::Tcp)
+    }
+
+    /// The admin listener: IP:port only, under the same loopback rule as `listen`.
+    pub(super) fn admin_listen(&mut self, allow_non_loopback: bool) -> Option<SocketAddr> {
+        let text = self.string("admin_listen")?;
+        self.socket_addr("admin_listen", text.trim(), allow_non_loopback)
+    }
+
+    fn socket_addr(
+        &mut self,
+        key: &str,
+        text: &str,
+        allow_non_loopback: bool,
+    ) -> Option<SocketAddr> {
+        let Ok(addr) = text.parse::<SocketAddr>() else {
             self.problem(
-                "listen",
-                "not an IP:port address; use e.g. 127.0.0.1:8080 or [::1]:8080",
+                key,
+                "not an IP:port address; use e.g. 127.0.0.1:8080 or [::1]:8080 (or unix:PATH for listen)",
             );
             return None;
         };
         // to_canonical: ::ffff:127.0.0.1 is loopback too.
         if !allow_non_loopback && !addr.ip().to_canonical().is_loopback() {
             self.problem(
-                "listen",
+                key,
                 "not a loopback address, and the proxy adds credentials to every request: anyone who \
                  can reach that port acts as the service account; listen on 127.0.0.1 or pass \
                  --allow-non-loopback (IAP_PROXY_ALLOW_NON_LOOPBACK=true)",
@@ -210,6 +315,22 @@ impl Layered {
             return None;
         }
         Some(addr)
+    }
+
+    /// A path that must name a readable file now.
+    pub(super) fn existing_file(&mut self, key: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(self.string(key)?);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Some(path),
+            Ok(_) => {
+                self.problem(key, "is not a file");
+                None
+            }
+            Err(e) => {
+                self.problem(key, &format!("cannot be read: {e}"));
+                None
+            }
+        }
     }
 
     pub(super) fn required(&mut self, key: &str, example: &str) -> Option<String> {
@@ -345,7 +466,7 @@ pub(super) fn load_file(path: &Path) -> Result<Config, String> {
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
     let mut unknown: Vec<&String> = table
         .keys()
-        .filter(|k| !KEYS.contains(&k.as_str()))
+        .filter(|k| !KEYS.contains(&k.as_str()) && k.as_str() != "routes")
         .collect();
     if unknown.is_empty() {
         return Ok(file);

@@ -13,11 +13,18 @@ use url::{Host, Url};
 mod cli;
 mod credential_keys;
 mod layers;
+mod routes;
 #[cfg(test)]
 mod tests;
 
 pub use cli::{Cli, Command, ProxyArgs, TokenArgs};
 use layers::{Flags, Layered};
+use routes::{ProcessFields, RouteFields};
+
+pub use crate::listener::ListenAddr;
+
+/// The name of the route made of the top-level settings.
+pub const DEFAULT_ROUTE: &str = "default";
 
 /// The `audience` value (also its default) that asks the proxy to discover the audience
 /// from the upstream at start-up.
@@ -99,7 +106,7 @@ impl FromStr for LogFormat {
 }
 
 /// What kind of token the proxy sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TokenKind {
     /// A Google-signed ID token for the audience (the usual choice).
     IdToken,
@@ -173,7 +180,9 @@ impl std::error::Error for ConfigErrors {}
 /// Validated settings of the proxy command.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub listen: SocketAddr,
+    /// The route's name in logs and metrics: `default` for the top-level route.
+    pub name: String,
+    pub listen: ListenAddr,
     pub upstream: Url,
     pub audience: String,
     pub credentials: Option<PathBuf>,
@@ -193,13 +202,22 @@ pub struct Settings {
     /// Base URL of the IAM Credentials API (generateIdToken).
     pub iam_endpoint: Url,
     pub token_kind: TokenKind,
+    /// Process-wide: where the admin endpoints listen (off when `None`).
+    pub admin_listen: Option<SocketAddr>,
+    /// Process-wide: how long to keep serving after SIGTERM before the drain starts.
+    pub max_sigterm_delay: Duration,
+    /// A secret clients must present (`x-iap-proxy-secret`).
+    pub client_secret_file: Option<PathBuf>,
+    /// Further routes from `[[routes]]`, each complete (process-wide fields copied).
+    pub extra_routes: Vec<Settings>,
 }
 
 impl Settings {
     /// Settings for tests and embedders: defaults for everything but the three essentials.
     pub fn new(upstream: Url, audience: impl Into<String>) -> Self {
         Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            name: DEFAULT_ROUTE.into(),
+            listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080))),
             upstream,
             audience: audience.into(),
             credentials: None,
@@ -217,7 +235,16 @@ impl Settings {
             impersonate_service_account: Vec::new(),
             iam_endpoint: default_iam_endpoint(),
             token_kind: TokenKind::IdToken,
+            admin_listen: None,
+            max_sigterm_delay: Duration::ZERO,
+            client_secret_file: None,
+            extra_routes: Vec::new(),
         }
+    }
+
+    /// Every route this process serves: this one, then the `[[routes]]` after it.
+    pub fn routes(&self) -> impl Iterator<Item = &Settings> {
+        std::iter::once(self).chain(self.extra_routes.iter())
     }
 
     /// The configured audience, or `None` when it is to be discovered (`auto`).
@@ -243,9 +270,13 @@ impl Settings {
             ("max_concurrent_requests", 4096u64.into()),
             ("iam_endpoint", DEFAULT_IAM_ENDPOINT.to_owned().into()),
             ("token_kind", TokenKind::IdToken.to_string().into()),
+            ("max_sigterm_delay", 0u64.into()),
         ];
         let mut flags = Flags::default();
         flags.string("listen", args.listen.as_deref());
+        flags.string("admin_listen", args.admin_listen.as_deref());
+        flags.string("max_sigterm_delay", args.max_sigterm_delay.as_deref());
+        flags.path("client_secret_file", args.client_secret_file.as_deref());
         flags.string("upstream", args.upstream.as_deref());
         flags.string("audience", args.audience.as_deref());
         flags.path("credentials", args.credentials.as_deref());
@@ -272,61 +303,52 @@ impl Settings {
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");
-        let listen = l.listen(allow_non_loopback);
-        let upstream = l.upstream();
-        let audience = l.audience();
-        let credentials = l.credentials();
-        // Every key below has a default, so a None comes with a reported problem and the
-        // fallback values are never returned.
-        let header = l
-            .parsed::<AuthHeader>("header")
-            .unwrap_or(AuthHeader::Authorization);
-        let upstream_ca = l.upstream_ca();
-        let log_format = l
-            .parsed::<LogFormat>("log_format")
-            .unwrap_or(LogFormat::Text);
-        let rewrite_redirects = !l.boolean("no_rewrite_redirects");
-        let shutdown_grace = l.seconds("shutdown_grace", 0).unwrap_or_default();
-        let upstream_timeout = l.seconds("upstream_timeout", 1).unwrap_or_default();
-        let token_wait = l.seconds("token_wait", 1).unwrap_or_default();
-        let header_read_timeout = l.seconds("header_read_timeout", 1).unwrap_or_default();
-        // hyper refuses a smaller read buffer than 8 KiB.
-        let max_header_bytes = l
-            .count("max_header_bytes", 8192, "bytes")
-            .unwrap_or_default();
-        let max_concurrent_requests = l
-            .count("max_concurrent_requests", 1, "requests")
-            .unwrap_or_default();
-        let impersonate_service_account = l.impersonate();
-        let iam_endpoint = l.iam_endpoint().unwrap_or_else(default_iam_endpoint);
-        let token_kind = l
-            .parsed::<TokenKind>("token_kind")
-            .unwrap_or(TokenKind::IdToken);
-        l.token_kind_fits(token_kind, &impersonate_service_account);
-
-        match (listen, upstream, audience) {
-            (Some(listen), Some(upstream), Some(audience)) if l.errors.is_empty() => Ok(Settings {
-                listen,
-                upstream,
-                audience,
-                credentials,
-                header,
-                upstream_ca,
-                allow_non_loopback,
-                log_format,
-                rewrite_redirects,
-                shutdown_grace,
-                upstream_timeout,
-                token_wait,
-                header_read_timeout,
-                max_header_bytes,
-                max_concurrent_requests,
-                impersonate_service_account,
-                iam_endpoint,
-                token_kind,
-            }),
-            _ => Err(l.into_errors()),
+        // With [[routes]] and no top-level upstream there is no top-level route; the routes
+        // still inherit every other top-level setting.
+        let route_tables = l.take_routes();
+        let top_level_route = l.has("upstream") || route_tables.is_empty();
+        let process = ProcessFields {
+            upstream_ca: l.upstream_ca(),
+            allow_non_loopback,
+            log_format: l
+                .parsed::<LogFormat>("log_format")
+                .unwrap_or(LogFormat::Text),
+            shutdown_grace: l.seconds("shutdown_grace", 0).unwrap_or_default(),
+            header_read_timeout: l.seconds("header_read_timeout", 1).unwrap_or_default(),
+            // hyper refuses a smaller read buffer than 8 KiB.
+            max_header_bytes: l
+                .count("max_header_bytes", 8192, "bytes")
+                .unwrap_or_default(),
+            max_concurrent_requests: l
+                .count("max_concurrent_requests", 1, "requests")
+                .unwrap_or_default(),
+            admin_listen: l.admin_listen(allow_non_loopback),
+            max_sigterm_delay: l.seconds("max_sigterm_delay", 0).unwrap_or_default(),
+        };
+        let top = if top_level_route {
+            routes::load_route_fields(&mut l, DEFAULT_ROUTE.into(), allow_non_loopback)
+        } else {
+            None
+        };
+        let mut fields: Vec<RouteFields> = top.into_iter().collect();
+        for (index, table) in route_tables.into_iter().enumerate() {
+            let mut rl = l.route(index, table);
+            let name = routes::route_name(&mut rl, index);
+            if let Some(route) = routes::load_route_fields(&mut rl, name, allow_non_loopback) {
+                fields.push(route);
+            }
+            l.errors.append(&mut rl.errors);
         }
+        routes::check_distinct(&mut l, &fields);
+        if !l.errors.is_empty() || fields.is_empty() {
+            return Err(l.into_errors());
+        }
+        let mut all = fields.into_iter().map(|f| f.into_settings(&process));
+        let Some(mut first) = all.next() else {
+            return Err(l.into_errors());
+        };
+        first.extra_routes = all.collect();
+        Ok(first)
     }
 }
 
@@ -411,7 +433,7 @@ fn default_iam_endpoint() -> Url {
 }
 
 /// Every settings key: the flag name with `-` → `_`, and `IAP_PROXY_` + uppercase in the environment.
-pub const KEYS: [&str; 18] = [
+pub const KEYS: [&str; 21] = [
     "listen",
     "upstream",
     "audience",
@@ -430,4 +452,7 @@ pub const KEYS: [&str; 18] = [
     "impersonate_service_account",
     "iam_endpoint",
     "token_kind",
+    "admin_listen",
+    "max_sigterm_delay",
+    "client_secret_file",
 ];

@@ -38,6 +38,42 @@ impl InProcess {
         }
     }
 
+    /// Serves on listeners the test bound itself (several routes, an admin listener).
+    pub fn start_listeners(
+        listeners: iap_proxy::Listeners,
+        settings: Settings,
+        env: Env,
+    ) -> InProcess {
+        let addr = match listeners.routes.first().and_then(|l| l.local_addr().ok()) {
+            Some(iap_proxy::listener::ListenAddr::Tcp(addr)) => addr,
+            _ => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(iap_proxy::serve(listeners, settings, env, async {
+            let _ = rx.await;
+        }));
+        InProcess {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    /// Waits (bounded) for the proxy to stop by itself, e.g. after /quitquitquit.
+    pub async fn stopped_within(mut self, within: Duration) -> Drain {
+        match tokio::time::timeout(within, &mut self.task).await {
+            Ok(joined) => joined.expect("join").expect("proxy ran"),
+            Err(_) => panic!("proxy still running after {within:?}"),
+        }
+    }
+
+    /// Sends the shutdown signal without waiting for the drain.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Starts a proxy that must refuse to start, and returns why (bounded wait).
     pub async fn start_error(settings: Settings, env: Env) -> StartError {
         let mut proxy = InProcess::start(settings, env).await;

@@ -97,7 +97,7 @@ fn precedence_default_file_env_flag() {
         };
         let s = load_ok(&flags, env);
         assert_eq!(
-            (s.listen.port(), s.shutdown_grace.as_secs()),
+            (s.listen.port().unwrap(), s.shutdown_grace.as_secs()),
             (port, grace),
             "{flags:?} {env:?}"
         );
