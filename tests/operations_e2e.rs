@@ -59,8 +59,11 @@ async fn wait_for_status(admin: &Admin, path: &str, want: StatusCode) -> client:
     }
 }
 
-/// Samples as (name, labels) → value, parsed the way a Prometheus scraper would.
-fn scrape(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
+/// (metric name, sorted labels) → value.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
+/// Samples parsed the way a Prometheus scraper would.
+fn scrape(text: &str) -> Samples {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let parsed = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
     parsed
@@ -84,11 +87,7 @@ fn scrape(text: &str) -> HashMap<(String, Vec<(String, String)>), f64> {
         .collect()
 }
 
-fn sample(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut want: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
