@@ -136,7 +136,7 @@ async fn debug_logs_hold_no_token_assertion_or_key() {
     let w = World::new().await;
     let mut proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]);
     let http = client::http1();
-    for path in ["/echo", "/redirect", "/download?bytes=1000"] {
+    for path in ["/echo?sig=query-secret", "/redirect", "/download?bytes=1000"] {
         let req = Request::get(proxy.url(path))
             .header("authorization", "Bearer client-secret-value")
             .body(client::empty())
@@ -414,4 +414,91 @@ async fn user_credentials_and_impersonation_never_reach_the_logs() {
         assert!(!out.contains(&s), "a secret appears in the logs");
     }
     let _ = proxy.child.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
+    let w = World::new().await;
+    let mut proxy = spawn(&w, &["--log-format", "json"], &[("RUST_LOG", "debug")]);
+    let http = client::http1();
+    let req = Request::get(proxy.url("/echo?sig=query-secret"))
+        .header("authorization", "Bearer client-secret-value")
+        .header("cookie", "session=cookie-secret")
+        .body(client::empty())
+        .unwrap();
+    assert_eq!(client::send(&http, req).await.status, StatusCode::OK);
+    proxy.signal("TERM");
+    let proxy = tokio::task::spawn_blocking(move || {
+        proxy.wait_exit(Duration::from_secs(10));
+        proxy
+    })
+    .await
+    .unwrap();
+    let out = proxy.stderr();
+    let mut access = None;
+    for line in out.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["severity"].is_string(), "{line}");
+        if v.get("httpRequest").is_some() {
+            access = Some(v);
+        }
+    }
+    let access = access.expect("an access log line");
+    let http_request = &access["httpRequest"];
+    assert_eq!(http_request["requestMethod"], "GET");
+    assert_eq!(http_request["requestUrl"], "/echo", "the query is left out");
+    assert_eq!(http_request["status"], 200);
+    assert!(http_request["latency"].as_str().unwrap().ends_with('s'));
+    assert_eq!(access["severity"], "INFO");
+    for secret in ["client-secret-value", "cookie-secret", "query-secret"] {
+        assert!(!out.contains(secret), "{secret} appears in the logs");
+    }
+    for t in w.google.issued_tokens() {
+        assert!(!out.contains(&t.token), "an ID token appears in the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_running_out_exits_non_zero() {
+    let w = World::new().await;
+    let mut proxy = spawn(&w, &["--shutdown-grace", "1"], &[]);
+    let url = proxy.url("/slow?ms=5000");
+    let http = client::http1();
+    let in_flight = tokio::spawn(async move {
+        http.request(Request::get(url).body(client::empty()).unwrap())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.signal("TERM");
+    let (code, proxy) = tokio::task::spawn_blocking(move || {
+        let code = proxy.wait_exit(Duration::from_secs(10));
+        (code, proxy)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{}", proxy.stderr());
+    assert!(
+        proxy.stderr().contains("grace period ran out"),
+        "{}",
+        proxy.stderr()
+    );
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the cut request fails rather than looking complete"
+    );
+}
+
+#[test]
+fn completions_for_bash() {
+    let out = std::process::Command::new(binary_path())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("--upstream") && script.contains("complete"),
+        "{script}"
+    );
 }

@@ -247,6 +247,10 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     if !line.contains("iap-proxy listening") {
         return None;
     }
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        return v["listen"].as_str()?.parse().ok();
+    }
     let rest = line.split("listen=").nth(1)?;
     rest.split_whitespace()
         .next()?

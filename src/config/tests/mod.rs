@@ -85,4 +85,5 @@ fn assert_one_error(errors: &[String], want: &[&str]) {
 
 mod credentials;
 mod layering;
+mod routes;
 mod validation;
