@@ -15,9 +15,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 RUN cargo build --release --locked --bin iap-proxy
 
-# distroless/cc: glibc and CA certificates, no shell, runs as an unprivileged user.
+# distroless/cc: glibc and CA certificates, no shell, runs as an unprivileged user
+# (65532 is distroless' "nonroot").
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/iap-proxy /usr/local/bin/iap-proxy
-USER nonroot:nonroot
-EXPOSE 8080
+USER 65532:65532
+# 8080: the proxy (--listen). 9091: the admin endpoints when enabled with
+# --admin-listen=0.0.0.0:9091 --allow-non-loopback: GET /healthz (liveness), GET /readyz
+# (readiness: a valid token and not draining), GET /metrics (Prometheus), POST /quitquitquit.
+EXPOSE 8080 9091
 ENTRYPOINT ["/usr/local/bin/iap-proxy"]
