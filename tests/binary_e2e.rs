@@ -136,7 +136,11 @@ async fn debug_logs_hold_no_token_assertion_or_key() {
     let w = World::new().await;
     let mut proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]);
     let http = client::http1();
-    for path in ["/echo?sig=query-secret", "/redirect", "/download?bytes=1000"] {
+    for path in [
+        "/echo?sig=query-secret",
+        "/redirect",
+        "/download?bytes=1000",
+    ] {
         let req = Request::get(proxy.url(path))
             .header("authorization", "Bearer client-secret-value")
             .body(client::empty())

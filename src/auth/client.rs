@@ -221,16 +221,7 @@ pub(crate) fn endpoint_name(url: &Url) -> String {
 /// Names the endpoint and the whole error chain, so "connection refused" is not lost
 /// behind hyper's generic "client error (Connect)".
 fn unreachable(endpoint: &str, err: &(dyn std::error::Error + 'static)) -> AuthError {
-    let mut reason = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !reason.ends_with(&cause_text) {
-            reason.push_str(": ");
-            reason.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
+    let reason = crate::error::chain(err);
     AuthError::Unreachable {
         endpoint: endpoint.to_owned(),
         reason,

@@ -57,40 +57,22 @@ impl ServiceAccount {
     /// Reads and validates the key file now, so a bad file stops start-up with a message
     /// naming the file and the field, and never quoting the key.
     pub fn from_file(path: &Path, audience: &str, http: TokenHttp) -> Result<Self, AuthError> {
-        let bytes = std::fs::read(path).map_err(|source| AuthError::ReadFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(path, &bytes, audience, http)
+        Self::from_cred_file(&CredFile::read(path)?, audience, http)
     }
 
-    pub(crate) fn from_json(
-        path: &Path,
-        bytes: &[u8],
+    /// Loads a key object, a whole file or one nested in another (`source_credentials`).
+    pub(crate) fn from_cred_file(
+        file: &CredFile,
         audience: &str,
         http: TokenHttp,
     ) -> Result<Self, AuthError> {
-        let malformed = |reason: String| AuthError::Malformed {
-            path: path.to_path_buf(),
-            reason,
-        };
-        // serde's messages can quote content; only its position is safe to repeat.
-        let json: Value = serde_json::from_slice(bytes).map_err(|e| {
-            malformed(format!(
-                "not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
-        let Value::Object(fields) = json else {
-            return Err(malformed("not a JSON object".into()));
-        };
+        let (path, fields) = (file.path.as_path(), &file.fields);
         let field_error = |field: &'static str, problem: &str| AuthError::Field {
             path: path.to_path_buf(),
             field,
             problem: problem.to_owned(),
         };
-        let kind = string_field(&fields, "type").map_err(|problem| {
+        let kind = string_field(fields, "type").map_err(|problem| {
             field_error("type", &format!("{problem} (expected \"service_account\")"))
         })?;
         if kind != "service_account" {
@@ -101,7 +83,7 @@ impl ServiceAccount {
             });
         }
         let get =
-            |field: &'static str| string_field(&fields, field).map_err(|p| field_error(field, p));
+            |field: &'static str| string_field(fields, field).map_err(|p| field_error(field, p));
         let client_email = get("client_email")?;
         let private_key = get("private_key")?;
         let private_key_id = get("private_key_id")?;
@@ -136,20 +118,7 @@ impl ServiceAccount {
             iat,
             exp: iat + ASSERTION_LIFETIME_SECS,
         };
-        let assertion = self.signer.sign(&claims).map_err(|e| AuthError::Sign {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let form = [
-            ("grant_type", GRANT_TYPE),
-            ("assertion", assertion.as_str()),
-        ];
-        let response = self.http.post_form(&self.token_uri, &form).await?;
-        if !response.status.is_success() {
-            return Err(client::rejected(&self.token_uri, &response));
-        }
-        let answer: Value = serde_json::from_slice(&response.body)
-            .map_err(|_| AuthError::BadToken("the token endpoint's answer is not JSON".into()))?;
+        let answer = self.exchange(&claims).await?;
         let Some(raw) = answer.get("id_token").and_then(Value::as_str) else {
             return Err(AuthError::BadToken(
                 "the answer has no `id_token` (does the key file belong to a service account?)"
@@ -163,19 +132,6 @@ impl ServiceAccount {
 }
 
 impl ServiceAccount {
-    /// Loads a key object found inside another file (e.g. `source_credentials`).
-    pub(crate) fn from_cred_file(
-        file: &CredFile,
-        audience: &str,
-        http: TokenHttp,
-    ) -> Result<Self, AuthError> {
-        let bytes = serde_json::to_vec(&file.fields).map_err(|_| AuthError::Malformed {
-            path: file.path.clone(),
-            reason: "cannot re-encode the key object".into(),
-        })?;
-        Self::from_json(&file.path, &bytes, audience, http)
-    }
-
     pub fn client_email(&self) -> &str {
         &self.client_email
     }
@@ -186,6 +142,24 @@ impl ServiceAccount {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Signs `claims` as a jwt-bearer assertion and trades it at `token_uri`.
+    async fn exchange(&self, claims: &impl Serialize) -> Result<Value, AuthError> {
+        let assertion = self.signer.sign(claims).map_err(|e| AuthError::Sign {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let form = [
+            ("grant_type", GRANT_TYPE),
+            ("assertion", assertion.as_str()),
+        ];
+        let response = self.http.post_form(&self.token_uri, &form).await?;
+        if !response.status.is_success() {
+            return Err(client::rejected(&self.token_uri, &response));
+        }
+        serde_json::from_slice(&response.body)
+            .map_err(|_| AuthError::BadToken("the token endpoint's answer is not JSON".into()))
     }
 
     /// The same assertion with `scope` instead of `target_audience` buys an access token.
@@ -200,20 +174,7 @@ impl ServiceAccount {
             iat,
             exp: iat + ASSERTION_LIFETIME_SECS,
         };
-        let assertion = self.signer.sign(&claims).map_err(|e| AuthError::Sign {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        let form = [
-            ("grant_type", GRANT_TYPE),
-            ("assertion", assertion.as_str()),
-        ];
-        let response = self.http.post_form(&self.token_uri, &form).await?;
-        if !response.status.is_success() {
-            return Err(client::rejected(&self.token_uri, &response));
-        }
-        let answer: Value = serde_json::from_slice(&response.body)
-            .map_err(|_| AuthError::BadToken("the token endpoint's answer is not JSON".into()))?;
+        let answer = self.exchange(&claims).await?;
         AccessToken::from_answer(&answer, &client::endpoint_name(&self.token_uri))
     }
 }
@@ -280,9 +241,19 @@ mod tests {
         })
     }
 
+    /// A key file's bytes through the same path `from_file` takes.
+    fn from_json(
+        path: &Path,
+        bytes: &[u8],
+        audience: &str,
+        http: TokenHttp,
+    ) -> Result<ServiceAccount, AuthError> {
+        ServiceAccount::from_cred_file(&CredFile::parse(path, bytes)?, audience, http)
+    }
+
     fn load(file: &Value) -> Result<ServiceAccount, AuthError> {
         let bytes = serde_json::to_vec(file).unwrap();
-        ServiceAccount::from_json(
+        from_json(
             Path::new("/keys/sa.json"),
             &bytes,
             "aud-1",
@@ -324,7 +295,7 @@ mod tests {
 
     #[test]
     fn malformed_json_names_the_file_not_the_content() {
-        let tests = ServiceAccount::from_json(
+        let tests = from_json(
             Path::new("/k.json"),
             b"{\"secret\": oops",
             "a",
@@ -430,7 +401,7 @@ mod tests {
         let file = key_file(&key, &format!("http://{addr}/token"));
         let source = |audience: &str| {
             let bytes = serde_json::to_vec(&file).unwrap();
-            ServiceAccount::from_json(
+            from_json(
                 Path::new("/k.json"),
                 &bytes,
                 audience,
