@@ -37,7 +37,7 @@ def load(path):
             runs[(wl, side, metric)].append((int(rnd), float(value), ok == "1"))
     # latency each hop adds: p50 through the proxy minus p50 direct, in the same round
     direct = {r: (v, ok) for r, v, ok in runs.get(("latency_light", "direct", "p50"), [])}
-    for side in ("iap-proxy", "nginx"):
+    for side in ("iap-proxy", ANCHOR):
         for r, v, ok in runs.get(("latency_light", side, "p50"), []):
             if r in direct:
                 d, dok = direct[r]
@@ -66,15 +66,15 @@ def cell(samples, scale):
     return med, text
 
 
-def main(path):
+def main(path, anchor):
     runs = load(path)
-    print("| workload | metric | iap-proxy median (min–max) | nginx median (min–max) "
-          "| direct | iap/nginx | target | met |")
+    print(f"| workload | metric | iap-proxy median (min–max) | {anchor} median (min–max) "
+          f"| direct | iap/{anchor} | target | met |")
     print("|---|---|---|---|---|---|---|---|")
     met_all = True
     for wl, metric, unit, scale, target in ROWS:
         iap, iap_t = cell(runs.get((wl, "iap-proxy", metric), []), scale)
-        ngx, ngx_t = cell(runs.get((wl, "nginx", metric), []), scale)
+        ngx, ngx_t = cell(runs.get((wl, anchor, metric), []), scale)
         _, dir_t = cell(runs.get((wl, "direct", metric), []), scale)
         ratio = iap / ngx if iap is not None and ngx not in (None, 0) else None
         ratio_t = f"{ratio:.2f}×" if ratio is not None else "-"
@@ -95,7 +95,9 @@ def main(path):
     return met_all
 
 
+ANCHOR = sys.argv[2] if len(sys.argv) > 2 else "nginx"
+
 if __name__ == "__main__":
-    ok = main(sys.argv[1])
+    ok = main(sys.argv[1], ANCHOR)
     print()
     print("all targets met" if ok else "some targets NOT met (see the `met` column)")
