@@ -29,6 +29,10 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("request headers total {size} bytes, over the limit of {limit} (--max-header-bytes)")]
     HeadersTooLarge { size: usize, limit: usize },
+    #[error(
+        "iap-proxy already holds {limit} client connections (--max-connections); this one is closed, retry later or reuse a connection"
+    )]
+    TooManyConnections { limit: usize },
 }
 
 impl ProxyError {
@@ -40,6 +44,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -52,6 +57,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
+            ProxyError::TooManyConnections { .. } => "too-many-connections",
         }
     }
 

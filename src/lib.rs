@@ -89,6 +89,7 @@ pub async fn run(
         header_read_timeout: settings.header_read_timeout,
         max_header_bytes: settings.max_header_bytes,
         max_concurrent_requests: settings.max_concurrent_requests,
+        max_connections: settings.max_connections,
     };
     Ok(server::serve(listener, Arc::new(shared), opts, shutdown).await)
 }

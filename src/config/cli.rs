@@ -88,6 +88,10 @@ pub struct ProxyArgs {
     /// Requests served at once; more wait their turn [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_concurrent_requests: Option<String>,
+    /// Client connections held open at once; past it a new one is answered 503
+    /// (too-many-connections) and closed [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Default)]

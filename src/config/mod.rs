@@ -145,6 +145,7 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_concurrent_requests: usize,
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -166,6 +167,7 @@ impl Settings {
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_concurrent_requests: 4096,
+            max_connections: 10_000,
         }
     }
 
@@ -183,6 +185,7 @@ impl Settings {
             ("header_read_timeout", 30u64.into()),
             ("max_header_bytes", 65536u64.into()),
             ("max_concurrent_requests", 4096u64.into()),
+            ("max_connections", 10_000u64.into()),
         ];
         let mut flags = Flags::default();
         flags.string("listen", args.listen.as_deref());
@@ -203,6 +206,7 @@ impl Settings {
             "max_concurrent_requests",
             args.max_concurrent_requests.as_deref(),
         );
+        flags.string("max_connections", args.max_connections.as_deref());
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");
@@ -231,6 +235,9 @@ impl Settings {
         let max_concurrent_requests = l
             .count("max_concurrent_requests", 1, "requests")
             .unwrap_or_default();
+        let max_connections = l
+            .count("max_connections", 1, "connections")
+            .unwrap_or_default();
 
         match (listen, upstream, audience) {
             (Some(listen), Some(upstream), Some(audience)) if l.errors.is_empty() => Ok(Settings {
@@ -249,6 +256,7 @@ impl Settings {
                 header_read_timeout,
                 max_header_bytes,
                 max_concurrent_requests,
+                max_connections,
             }),
             _ => Err(l.into_errors()),
         }
@@ -289,7 +297,7 @@ impl TokenSettings {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Every settings key: the flag name with `-` → `_`, and `IAP_PROXY_` + uppercase in the environment.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 16] = [
     "listen",
     "upstream",
     "audience",
@@ -305,4 +313,5 @@ pub const KEYS: [&str; 15] = [
     "header_read_timeout",
     "max_header_bytes",
     "max_concurrent_requests",
+    "max_connections",
 ];
