@@ -3,8 +3,8 @@
 
 Usage: idle_conns.py PORT N PID...   (PIDs whose RSS is summed)
 Each connection makes one request (so the server holds a served keep-alive connection,
-not a half-open socket), then idles. Two cycles of open-all / close-all show whether the
-memory stays bounded. Bounded: at most N connections, 4 batches in flight, 120 s overall.
+not a half-open socket), then idles. Three cycles of open-all / close-all show whether the
+memory stays bounded (the same peak each cycle) or keeps growing. Bounded: at most N connections, 4 batches in flight, 120 s overall.
 Prints one Markdown-table-ready line on stdout.
 """
 import asyncio
@@ -17,6 +17,7 @@ from proc import status  # noqa: E402
 
 PORT, N, PIDS = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 DEADLINE = time.monotonic() + 120
+CYCLES = 3
 REQUEST = b"GET /small.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
@@ -70,7 +71,7 @@ async def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     base = rss_kib()
     peaks, afters, bad_total = [], [], 0
-    for _cycle in range(2):
+    for _cycle in range(CYCLES):
         conns, bad = await open_all()
         bad_total += bad
         await asyncio.sleep(2)
@@ -86,7 +87,7 @@ async def main():
     print(
         f"RSS {base / 1024:.1f} MiB idle → {peaks[0] / 1024:.1f} MiB holding {N} "
         f"(**{per_conn:,.0f} bytes/connection**) → {afters[0] / 1024:.1f} MiB after closing; "
-        f"second cycle {peaks[1] / 1024:.1f} → {afters[1] / 1024:.1f} MiB; "
+        f"cycles 2–3 peak {', '.join(f'{p / 1024:.1f}' for p in peaks[1:])} MiB; "
         f"{'all answered 200' if bad_total == 0 else f'{bad_total} non-200'}, "
         f"{alive}/{len(conns[:: max(1, N // 100)])} sampled still served after idling"
     )
