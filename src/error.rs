@@ -31,6 +31,10 @@ pub enum ProxyError {
     HeadersTooLarge { size: usize, limit: usize },
     #[error("{}: this listener requires the client secret in the x-iap-proxy-secret header (--client-secret-file)", if *.presented { "wrong client secret" } else { "missing client secret" })]
     ClientSecret { presented: bool },
+    #[error(
+        "iap-proxy already holds {limit} client connections (--max-connections); this one is closed, retry later or reuse a connection"
+    )]
+    TooManyConnections { limit: usize },
 }
 
 impl ProxyError {
@@ -43,6 +47,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ClientSecret { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -56,6 +61,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => "bad-request",
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::ClientSecret { .. } => "client-secret",
+            ProxyError::TooManyConnections { .. } => "too-many-connections",
         }
     }
 

@@ -197,6 +197,7 @@ pub async fn serve(
             header_read_timeout: settings.header_read_timeout,
             max_header_bytes: settings.max_header_bytes,
             max_concurrent_requests: settings.max_concurrent_requests,
+            max_connections: settings.max_connections,
             route: name,
             metrics: metrics.clone(),
             client_secret,

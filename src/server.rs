@@ -1,10 +1,15 @@
-//! The listener: accept, serve HTTP/1.1 and h2c on each connection, drain on shutdown.
+//! The listener: accept (up to `--max-connections`), serve HTTP/1.1 and h2c on each
+//! connection, drain on shutdown.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue, Request, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,7 +24,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::access::AccessLogLayer;
 use crate::client_secret::{ClientSecret, RequireSecretLayer};
-use crate::listener::Listener;
+use crate::error::ProxyError;
+use crate::listener::{Conn, Listener};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Shared};
 
@@ -34,7 +40,14 @@ pub struct ServerOptions {
     pub metrics: Arc<Metrics>,
     /// Required from clients when set (`--client-secret-file`).
     pub client_secret: Option<ClientSecret>,
+    pub max_connections: usize,
 }
+
+/// Connections past `--max-connections` still get a 503 that says why, from at most this
+/// many at once and within `REFUSAL_TIME`; past that they are closed unanswered, so a flood
+/// cannot grow memory either.
+const REFUSING_AT_ONCE: usize = 64;
+const REFUSAL_TIME: Duration = Duration::from_secs(5);
 
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +81,8 @@ pub async fn serve(
             u32::try_from(opts.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
         );
     let limit = Arc::new(Semaphore::new(opts.max_concurrent_requests));
+    let connections = Arc::new(Semaphore::new(opts.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -82,6 +97,10 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Ok(held) = connections.clone().try_acquire_owned() else {
+            refuse(&builder, stream, remote, opts.max_connections, &refusing);
+            continue;
         };
         let svc = ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
@@ -103,6 +122,7 @@ pub async fn serve(
         let open = opts.metrics.open_connections.clone();
         open.inc();
         tokio::spawn(async move {
+            let _held = held;
             if let Err(err) = conn.await {
                 tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
             }
@@ -130,6 +150,35 @@ pub async fn serve(
 /// secrets or identifiers.
 fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
     tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), version = ?req.version())
+}
+
+/// Answers a connection past `--max-connections` with a 503 `too-many-connections` (HTTP/1.1
+/// or h2c, whichever the client speaks) and closes it.
+fn refuse(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: Conn,
+    remote: Option<SocketAddr>,
+    limit: usize,
+    refusing: &Arc<Semaphore>,
+) {
+    tracing::debug!(?remote, limit, "connection over --max-connections refused");
+    let Ok(slot) = refusing.clone().try_acquire_owned() else {
+        return; // dropping the stream closes it
+    };
+    let svc = service_fn(move |_req: Request<Incoming>| async move {
+        let mut res = ProxyError::TooManyConnections { limit }.into_response();
+        // HTTP/1.1: hyper closes after this response (h2: it drops the header itself).
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(res)
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .into_owned();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _ = tokio::time::timeout(REFUSAL_TIME, conn).await;
+    });
 }
 
 fn sensitive() -> [HeaderName; 3] {

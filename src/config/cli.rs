@@ -115,6 +115,10 @@ pub struct ProxyArgs {
     /// File holding a secret clients must send in x-iap-proxy-secret (for non-loopback listeners).
     #[arg(long, value_name = "FILE")]
     pub client_secret_file: Option<PathBuf>,
+    /// Client connections held open at once; past it a new one is answered 503
+    /// (too-many-connections) and closed [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Default)]

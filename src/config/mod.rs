@@ -210,6 +210,7 @@ pub struct Settings {
     pub client_secret_file: Option<PathBuf>,
     /// Further routes from `[[routes]]`, each complete (process-wide fields copied).
     pub extra_routes: Vec<Settings>,
+    pub max_connections: usize,
 }
 
 impl Settings {
@@ -239,6 +240,7 @@ impl Settings {
             max_sigterm_delay: Duration::ZERO,
             client_secret_file: None,
             extra_routes: Vec::new(),
+            max_connections: 10_000,
         }
     }
 
@@ -271,6 +273,7 @@ impl Settings {
             ("iam_endpoint", DEFAULT_IAM_ENDPOINT.to_owned().into()),
             ("token_kind", TokenKind::IdToken.to_string().into()),
             ("max_sigterm_delay", 0u64.into()),
+            ("max_connections", 10_000u64.into()),
         ];
         let mut flags = Flags::default();
         flags.string("listen", args.listen.as_deref());
@@ -300,6 +303,7 @@ impl Settings {
         );
         flags.string("iam_endpoint", args.iam_endpoint.as_deref());
         flags.string("token_kind", args.token_kind.as_deref());
+        flags.string("max_connections", args.max_connections.as_deref());
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");
@@ -324,6 +328,9 @@ impl Settings {
                 .unwrap_or_default(),
             admin_listen: l.admin_listen(allow_non_loopback),
             max_sigterm_delay: l.seconds("max_sigterm_delay", 0).unwrap_or_default(),
+            max_connections: l
+                .count("max_connections", 1, "connections")
+                .unwrap_or_default(),
         };
         let top = if top_level_route {
             routes::load_route_fields(&mut l, DEFAULT_ROUTE.into(), allow_non_loopback)
@@ -433,7 +440,7 @@ fn default_iam_endpoint() -> Url {
 }
 
 /// Every settings key: the flag name with `-` → `_`, and `IAP_PROXY_` + uppercase in the environment.
-pub const KEYS: [&str; 21] = [
+pub const KEYS: [&str; 22] = [
     "listen",
     "upstream",
     "audience",
@@ -455,4 +462,5 @@ pub const KEYS: [&str; 21] = [
     "admin_listen",
     "max_sigterm_delay",
     "client_secret_file",
+    "max_connections",
 ];

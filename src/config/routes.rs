@@ -34,6 +34,7 @@ pub(super) struct ProcessFields {
     pub(super) max_concurrent_requests: usize,
     pub(super) admin_listen: Option<SocketAddr>,
     pub(super) max_sigterm_delay: Duration,
+    pub(super) max_connections: usize,
 }
 
 pub(super) struct RouteFields {
@@ -161,6 +162,7 @@ impl RouteFields {
             token_kind: self.token_kind,
             admin_listen: p.admin_listen,
             max_sigterm_delay: p.max_sigterm_delay,
+            max_connections: p.max_connections,
             client_secret_file: self.client_secret_file,
             extra_routes: Vec::new(),
         }
