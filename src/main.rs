@@ -54,6 +54,19 @@ fn main() -> ExitCode {
             );
             report(runtime.block_on(print_token(settings, env)))
         }
+        Some(Command::Check(args)) => {
+            let settings = match Settings::load(&args.proxy, &env) {
+                Ok(s) => s,
+                Err(errors) => return usage(errors),
+            };
+            telemetry::init(
+                settings.log_format,
+                Some(env.get("RUST_LOG").unwrap_or("warn")),
+            );
+            let report = runtime.block_on(iap_proxy::check::check(&settings, &env));
+            print!("{report}");
+            ExitCode::from(report.exit_code())
+        }
         None => {
             let settings = match Settings::load(&cli.proxy, &env) {
                 Ok(s) => s,

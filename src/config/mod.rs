@@ -16,7 +16,7 @@ mod layers;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{Cli, Command, ProxyArgs, TokenArgs};
+pub use cli::{CheckArgs, Cli, Command, ProxyArgs, TokenArgs};
 use layers::{Flags, Layered};
 
 /// The `audience` value (also its default) that asks the proxy to discover the audience
