@@ -29,6 +29,7 @@ pub(super) fn human(secs: u64) -> String {
         0..60 => format!("{secs}s"),
         60..3600 if secs % 60 == 0 => format!("{}m", secs / 60),
         60..3600 => format!("{}m {}s", secs / 60, secs % 60),
+        _ if secs % 3600 < 60 => format!("{}h", secs / 3600),
         _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
     }
 }
@@ -426,6 +427,7 @@ mod tests {
         assert_eq!(human(59), "59s");
         assert_eq!(human(600), "10m");
         assert_eq!(human(3599), "59m 59s");
+        assert_eq!(human(3600), "1h");
         assert_eq!(human(3660), "1h 1m");
     }
 

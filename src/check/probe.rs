@@ -93,17 +93,13 @@ pub(super) async fn get(
         .unwrap_or(Reach::Timeout(timeout))
 }
 
-/// Tells a TLS refusal (rustls' error, wrapped in an io::Error by the TLS connector) from
-/// every other way a connection fails.
+/// Tells a TLS refusal from every other way a connection fails. The rustls error arrives
+/// wrapped in io::Errors (tokio-rustls' InvalidData, then the connector's Other), whose
+/// `source()` skips the wrapped error, so each one is opened with `get_ref`.
 fn classify(err: &(dyn StdError + 'static)) -> Reach {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
+        if let Some(tls) = rustls_inside(e) {
             let certificate = match tls {
                 rustls::Error::InvalidCertificate(c) => Some(c.clone()),
                 _ => None,
@@ -116,6 +112,18 @@ fn classify(err: &(dyn StdError + 'static)) -> Reach {
         cur = e.source();
     }
     Reach::Unreachable(chain(err))
+}
+
+fn rustls_inside<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    // Bounded: wrappers are few, and a cycle must not hang the check.
+    for _ in 0..8 {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let io = e.downcast_ref::<std::io::Error>()?;
+        e = io.get_ref()?;
+    }
+    None
 }
 
 /// The hint words of an IAP 401 body, lowercased and without markup.
@@ -141,6 +149,8 @@ mod tests {
     fn tls_errors_are_found_inside_io_errors() {
         let inner = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner);
+        // As hyper-rustls hands it on: wrapped once more.
+        let io = std::io::Error::other(io);
         match classify(&io) {
             Reach::Tls { certificate, .. } => {
                 assert_eq!(certificate, Some(CertificateError::UnknownIssuer))
