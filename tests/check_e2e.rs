@@ -182,7 +182,7 @@ async fn iap_403_names_the_role_and_the_grant() {
     contains_all(
         &text,
         &[
-            &format!("IAP answered 403"),
+            "IAP answered 403",
             &format!("{SA_EMAIL} lacks roles/iap.httpsResourceAccessor"),
             &format!(
                 "gcloud iap web add-iam-policy-binding --member=serviceAccount:{SA_EMAIL} --role=roles/iap.httpsResourceAccessor"
