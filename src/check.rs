@@ -10,6 +10,7 @@
 mod diagnose;
 mod probe;
 mod report;
+mod request;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -135,7 +136,7 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
             settings.upstream_timeout,
         )
         .await;
-        let sent = diagnose::Sent {
+        let sent = request::Sent {
             claims: &claims,
             iap_audience: if self_signed { None } else { iap_audience },
             user_login,
@@ -143,7 +144,7 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
         };
         report
             .steps
-            .push(diagnose::request(&reach, &settings.upstream, &sent));
+            .push(request::request(&reach, &settings.upstream, &sent));
     }
     redact(&mut report, token.expose());
     report
