@@ -18,6 +18,7 @@
 pub mod access;
 pub mod admin;
 pub mod auth;
+pub mod check;
 pub mod client_secret;
 pub mod config;
 pub mod discovery;

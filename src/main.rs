@@ -53,6 +53,24 @@ fn main() -> ExitCode {
             );
             report(runtime.block_on(print_token(settings, env)))
         }
+        Some(Command::Check(args)) => {
+            let settings = match Settings::load(&args.proxy, &env) {
+                Ok(s) => s,
+                Err(errors) => return usage(errors),
+            };
+            telemetry::init(
+                settings.log_format,
+                Some(env.get("RUST_LOG").unwrap_or("warn")),
+            );
+            // Every route is checked; the exit code is 0 only when all of them pass.
+            let mut code = 0;
+            for route in settings.routes() {
+                let report = runtime.block_on(iap_proxy::check::check(route, &env));
+                print!("{report}");
+                code = code.max(report.exit_code());
+            }
+            ExitCode::from(code)
+        }
         None => {
             let settings = match Settings::load(&cli.proxy, &env) {
                 Ok(s) => s,

@@ -140,15 +140,39 @@ pub async fn source_from_settings(
     env: &Env,
     http: TokenHttp,
 ) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let chosen = choose_source(opts, env, http).await?;
+    tracing::info!(source = %chosen.source.describe(), found_by = chosen.found_by, audience = %opts.audience, "credential source chosen");
+    Ok(chosen.source)
+}
+
+/// A built source and how it was found: what `iap-proxy check` tells the user.
+pub struct Chosen {
+    pub source: Arc<dyn TokenSource>,
+    /// `--credentials`, `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud's application default
+    /// credentials`, `--credentials gcloud` or `metadata server probe`.
+    pub found_by: &'static str,
+    /// The credentials file, when the source was read from one.
+    pub file: Option<PathBuf>,
+}
+
+/// [`source_from_settings`], keeping how the credential was found.
+pub async fn choose_source(
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Chosen, AuthError> {
     let found = discover(opts.credentials, env).await?;
-    let origin = match &found {
-        Found::File { origin, .. } => *origin,
-        Found::Gcloud => "--credentials gcloud",
-        Found::Metadata { .. } => "metadata server probe",
+    let (found_by, file) = match &found {
+        Found::File { origin, path } => (*origin, Some(path.clone())),
+        Found::Gcloud => ("--credentials gcloud", None),
+        Found::Metadata { .. } => ("metadata server probe", None),
     };
     let source = select::build(found, opts, env, http)?;
-    tracing::info!(source = %source.describe(), found_by = origin, audience = %opts.audience, "credential source chosen");
-    Ok(source)
+    Ok(Chosen {
+        source,
+        found_by,
+        file,
+    })
 }
 
 #[cfg(test)]

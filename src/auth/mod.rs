@@ -186,4 +186,5 @@ pub enum AuthError {
     NotFound { looked: String },
 }
 
+pub use discovery::{Chosen, choose_source};
 pub use discovery::{SourceOptions, source_from_settings};

@@ -33,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Print one ID token and a newline (like `gcloud auth print-identity-token`).
     Token(TokenArgs),
+    /// Run the route once and explain what is wrong, with the fix; exit 0 only when an
+    /// authenticated request through IAP succeeds. Takes the proxy's flags and config file.
+    Check(Box<CheckArgs>),
     /// Print a shell completion script, e.g. `iap-proxy completions bash > /etc/bash_completion.d/iap-proxy`.
     Completions {
         #[arg(value_enum)]
@@ -147,4 +150,11 @@ pub struct TokenArgs {
     /// Upstream URL: the audience of a self-signed JWT (only with --token-kind self-signed-jwt).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+}
+
+/// `iap-proxy check`: the proxy's own settings, so the same flags and file are checked.
+#[derive(clap::Args, Debug, Default)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 }

@@ -17,7 +17,7 @@ mod routes;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{Cli, Command, ProxyArgs, TokenArgs};
+pub use cli::{CheckArgs, Cli, Command, ProxyArgs, TokenArgs};
 use layers::{Flags, Layered};
 use routes::{ProcessFields, RouteFields};
 

@@ -1,6 +1,6 @@
 //! An HTTPS server that checks requests like IAP, then hands them to a test app (`app.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -61,6 +61,8 @@ pub enum AuthOutcome {
     NoToken,
     /// Answered 401 with this message.
     Rejected(String),
+    /// A valid token whose principal lacks roles/iap.httpsResourceAccessor: IAP's 403.
+    Denied(String),
 }
 
 /// One request as it reached the upstream (headers before Proxy-Authorization stripping).
@@ -101,6 +103,8 @@ pub(super) struct Shared {
     reject_valid: AtomicUsize,
     /// Service accounts whose self-signed JWTs are accepted, by email.
     self_signed: Mutex<HashMap<String, DecodingKey>>,
+    /// Principals (by email) without roles/iap.httpsResourceAccessor: valid tokens, 403.
+    denied: Mutex<HashSet<String>>,
 }
 
 pub struct Upstream {
@@ -145,6 +149,7 @@ impl Upstream {
             serverless: AtomicBool::new(false),
             reject_valid: AtomicUsize::new(0),
             self_signed: Mutex::new(HashMap::new()),
+            denied: Mutex::new(HashSet::new()),
         });
         let (sh, mode) = (shared.clone(), opts.alpn);
         let task = spawn_accept_loop(listener, move |tcp| {
@@ -198,6 +203,11 @@ impl Upstream {
             .lock()
             .unwrap()
             .insert(email.to_owned(), key);
+    }
+    /// Answer IAP's 403 to valid tokens of `email`, as for a principal without
+    /// roles/iap.httpsResourceAccessor on the resource.
+    pub fn deny_email(&self, email: &str) {
+        self.shared.denied.lock().unwrap().insert(email.to_owned());
     }
     /// Lets every `/sse` response that is waiting send its second event.
     pub fn release_sse(&self) {
@@ -398,6 +408,9 @@ async fn handle(
                 let msg = "Invalid IAP credentials: the token is no longer accepted";
                 (AuthOutcome::Rejected(msg.to_owned()), None)
             }
+            Ok(v) if shared.denied.lock().unwrap().contains(&v.email) => {
+                (AuthOutcome::Denied(v.email.clone()), None)
+            }
             Ok(v) => (AuthOutcome::Authorized, Some(v)),
             Err(msg) => (AuthOutcome::Rejected(msg), None),
         },
@@ -424,6 +437,13 @@ async fn handle(
             app::route(&shared, req).await
         }
         (AuthOutcome::Rejected(msg), _) => iap_answer(StatusCode::UNAUTHORIZED, None, msg),
+        // Real IAP serves an HTML page that does not name the missing role.
+        (AuthOutcome::Denied(_), _) => iap_answer(
+            StatusCode::FORBIDDEN,
+            None,
+            "<html><body>You don't have access. Request access or switch accounts.</body></html>"
+                .to_owned(),
+        ),
         _ => {
             let location = sign_in_url(&shared.audience);
             iap_answer(StatusCode::FOUND, Some(location), String::new())

@@ -1,0 +1,400 @@
+//! `iap-proxy check` end to end: the library function against the fake Google and the
+//! checking TLS upstream, and the real binary for its exit code and output.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iap_proxy::check::{CheckReport, Diagnosis, Outcome, REQUEST, check};
+use iap_proxy::config::{Env, Settings};
+use serde_json::{Value, json};
+use support::fake_iam::User;
+use support::fixture::{AUDIENCE, SA_EMAIL, World};
+use support::now_secs;
+use support::proxy::Binary;
+
+const USER_EMAIL: &str = "dev@example.com";
+const USER_CLIENT: &str =
+    "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com";
+const OTHER_AUDIENCE: &str = "999999999-otherclient.apps.googleusercontent.com";
+
+/// Runs the check and returns it with its printed form, after asserting that no token
+/// the fake Google issued (ID or access) appears in it.
+async fn run(w: &World, s: &Settings, env: &Env) -> (CheckReport, String) {
+    let report = check(s, env).await;
+    let text = report.to_string();
+    assert_no_tokens(w, &text);
+    (report, text)
+}
+
+fn assert_no_tokens(w: &World, text: &str) {
+    for t in w.google.issued_tokens() {
+        let signature = t.token.rsplit('.').next().unwrap();
+        assert!(
+            !text.contains(&t.token) && !text.contains(signature),
+            "an ID token leaked:\n{text}"
+        );
+    }
+    for t in w.google.issued_access_tokens() {
+        assert!(!text.contains(&t), "an access token leaked:\n{text}");
+    }
+}
+
+fn contains_all(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{n:?} missing from:\n{text}");
+    }
+}
+
+fn write_json(dir: &Path, name: &str, v: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
+    path
+}
+
+fn user_file(w: &World, client_id: &str) -> PathBuf {
+    w.google.register_user(User {
+        client_id: client_id.into(),
+        client_secret: "d-FL95Q19q7MQmFpd7hHD0Ty".into(),
+        refresh_token: "1//0refresh-token-of-dev".into(),
+        email: USER_EMAIL.into(),
+    });
+    let v = json!({
+        "type": "authorized_user",
+        "client_id": client_id,
+        "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",
+        "refresh_token": "1//0refresh-token-of-dev",
+        "token_uri": w.google.token_uri(),
+    });
+    write_json(w.dir.path(), "adc.json", &v)
+}
+
+/// A `gcloud` on its own PATH that prints `output` whatever it is asked.
+fn fake_gcloud(w: &World, output: &str) -> Env {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = w.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join("gcloud");
+    std::fs::write(&path, format!("#!/bin/sh\necho '{output}'\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Env::from_pairs([("PATH", bin.to_str().unwrap())])
+}
+
+fn gcloud_settings(w: &World) -> Settings {
+    let mut s = w.settings();
+    s.credentials = Some(PathBuf::from("gcloud"));
+    s
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn request_step(r: &CheckReport) -> &iap_proxy::check::Step {
+    r.step(REQUEST).expect("a request step")
+}
+
+#[tokio::test]
+async fn success_with_audience_auto_is_all_ticks() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    s.audience = "auto".into();
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert!(r.passed(), "{text}");
+    assert_eq!(r.exit_code(), 0);
+    let names: Vec<&str> = r.steps.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        ["credentials", "upstream TLS", "IAP", "token", REQUEST],
+        "{text}"
+    );
+    assert!(r.steps.iter().all(|s| s.outcome == Outcome::Ok), "{text}");
+    contains_all(
+        &text,
+        &[
+            "found via --credentials",
+            SA_EMAIL,
+            &format!("its OAuth client ID is {AUDIENCE}"),
+            &format!("aud {AUDIENCE}, expires in "),
+            "answered 200 OK (not IAP)",
+        ],
+    );
+    assert_eq!(w.upstream.authorized_count(), 1);
+}
+
+#[tokio::test]
+async fn no_credentials_lists_the_places_looked() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    s.credentials = None;
+    let metadata = format!("127.0.0.1:{}", closed_port());
+    let env = Env::from_pairs([
+        ("GCE_METADATA_HOST", metadata.as_str()),
+        ("HOME", "/nonexistent-home"),
+    ]);
+    let (r, text) = run(&w, &s, &env).await;
+    assert!(!r.passed());
+    assert_eq!(r.diagnoses(), [Diagnosis::NoCredentials], "{text}");
+    contains_all(
+        &text,
+        &[
+            "✗ credentials: no Google credentials found",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "/nonexistent-home/.config/gcloud/application_default_credentials.json",
+            &metadata,
+            "fix: one of:",
+            "gcloud auth application-default login",
+        ],
+    );
+    // The upstream is still checked.
+    assert!(text.contains("✓ IAP"), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_audience_shows_both_and_the_flag() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    s.audience = OTHER_AUDIENCE.into();
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert!(!r.passed());
+    assert_eq!(r.step("token").unwrap().outcome, Outcome::Warn, "{text}");
+    let req = request_step(&r);
+    assert_eq!(req.diagnosis, Some(Diagnosis::WrongAudience), "{text}");
+    assert!(req.detail.contains("IAP answered 401"), "{text}");
+    contains_all(
+        &text,
+        &[
+            &format!("the token's aud is {OTHER_AUDIENCE}, IAP expects {AUDIENCE}"),
+            &format!("use --audience {AUDIENCE} (or leave it unset: auto)"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn iap_403_names_the_role_and_the_grant() {
+    let w = World::new().await;
+    w.upstream.deny_email(SA_EMAIL);
+    let (r, text) = run(&w, &w.settings(), &w.env()).await;
+    assert!(!r.passed());
+    assert_eq!(r.diagnoses(), [Diagnosis::MissingAccessorRole], "{text}");
+    contains_all(
+        &text,
+        &[
+            "IAP answered 403",
+            &format!("{SA_EMAIL} lacks roles/iap.httpsResourceAccessor"),
+            &format!(
+                "gcloud iap web add-iam-policy-binding --member=serviceAccount:{SA_EMAIL} --role=roles/iap.httpsResourceAccessor"
+            ),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn impersonation_denied_names_the_token_creator_role() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    s.credentials = Some(user_file(&w, USER_CLIENT));
+    s.iam_endpoint = w.google.base_url().parse().unwrap();
+    s.impersonate_service_account = vec![SA_EMAIL.into()];
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert!(!r.passed());
+    assert_eq!(r.diagnoses(), [Diagnosis::ImpersonationDenied], "{text}");
+    contains_all(
+        &text,
+        &[
+            "✓ credentials: authorized_user file",
+            "impersonation denied",
+            &format!(
+                "gcloud iam service-accounts add-iam-policy-binding {SA_EMAIL} --member=MEMBER --role=roles/iam.serviceAccountOpenIdTokenCreator"
+            ),
+        ],
+    );
+    assert!(!text.contains("1//0refresh"), "{text}");
+    assert_eq!(
+        w.upstream.requests().len(),
+        1,
+        "only the unauthenticated probe"
+    );
+}
+
+#[tokio::test]
+async fn user_login_with_a_foreign_client() {
+    let w = World::new().await;
+    // With the IAP audience, the source itself refuses at start-up.
+    let mut s = w.settings();
+    s.credentials = Some(user_file(&w, USER_CLIENT));
+    s.audience = "auto".into();
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert_eq!(
+        r.diagnoses(),
+        [Diagnosis::UserClientNotAllowlisted],
+        "{text}"
+    );
+    contains_all(
+        &text,
+        &[
+            "✗ credentials",
+            USER_CLIENT,
+            AUDIENCE,
+            "--impersonate-service-account",
+            "programmaticClients",
+        ],
+    );
+
+    // With its own client as audience it gets a token, and IAP's 401 says why.
+    s.audience = USER_CLIENT.into();
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert!(!r.passed());
+    assert_eq!(
+        request_step(&r).diagnosis,
+        Some(Diagnosis::UserClientNotAllowlisted),
+        "{text}"
+    );
+    contains_all(
+        &text,
+        &[
+            &format!(
+                "for OAuth client {USER_CLIENT}, which is not on the IAP application's allowlist"
+            ),
+            &format!("programmaticClients: [{USER_CLIENT}]"),
+        ],
+    );
+    assert!(!text.contains("1//0refresh"), "{text}");
+}
+
+#[tokio::test]
+async fn an_expired_token_says_by_how_much() {
+    let w = World::new().await;
+    let claims = support::FakeGoogle::id_token_claims(AUDIENCE, SA_EMAIL, now_secs() - 600);
+    let token = w.google.sign_id_token(&claims);
+    let env = fake_gcloud(&w, &token);
+    let (r, text) = run(&w, &gcloud_settings(&w), &env).await;
+    assert!(!r.passed());
+    assert!(!text.contains(&token), "{text}");
+    let step = r.step("token").unwrap();
+    assert_eq!(step.diagnosis, Some(Diagnosis::ExpiredToken), "{text}");
+    contains_all(
+        &text,
+        &["already expired when received: exp was 10m", "date -u"],
+    );
+    // IAP agrees.
+    assert_eq!(request_step(&r).diagnosis, Some(Diagnosis::ExpiredToken));
+}
+
+#[tokio::test]
+async fn an_access_token_instead_of_an_id_token() {
+    let w = World::new().await;
+    let access = "ya29.a0AfH6SMBx-not-an-id-token-0123456789";
+    let (r, text) = run(&w, &gcloud_settings(&w), &fake_gcloud(&w, access)).await;
+    assert!(!r.passed());
+    assert_eq!(r.diagnoses(), [Diagnosis::AccessToken], "{text}");
+    contains_all(
+        &text,
+        &["not an ID token", "access token", "--credentials KEY.json"],
+    );
+    assert!(!text.contains(access) && !text.contains("a0AfH6"), "{text}");
+
+    // A JWT-shaped string IAP cannot parse: IAP's own 401 says so.
+    let garbled = "bm90LWEtaGVhZGVy.eyJleHAiOjQxMDI0NDQ4MDAsImF1ZCI6IjEyMzQ1Njc4OS1mYWtlaWFwY2xpZW50LmFwcHMuZ29vZ2xldXNlcmNvbnRlbnQuY29tIn0.c2ln";
+    let (r, text) = run(&w, &gcloud_settings(&w), &fake_gcloud(&w, garbled)).await;
+    assert_eq!(
+        request_step(&r).diagnosis,
+        Some(Diagnosis::AccessToken),
+        "{text}"
+    );
+    contains_all(&text, &["Unable to parse JWT", "not an OAuth access token"]);
+    assert!(!text.contains(garbled), "{text}");
+}
+
+#[tokio::test]
+async fn untrusted_upstream_certificate_suggests_upstream_ca() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    s.upstream_ca = None;
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert!(!r.passed());
+    assert!(
+        r.diagnoses().contains(&Diagnosis::UpstreamTlsUntrusted),
+        "{text}"
+    );
+    let host = format!("127.0.0.1:{}", w.upstream.port());
+    contains_all(
+        &text,
+        &[
+            &format!("✗ upstream TLS: the certificate of {host} is not trusted here"),
+            "--upstream-ca CA.pem",
+        ],
+    );
+    assert!(r.step(REQUEST).is_none());
+    assert_eq!(w.upstream.requests().len(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_said_plainly() {
+    let w = World::new().await;
+    let mut s = w.settings();
+    s.upstream = format!("https://127.0.0.1:{}/", closed_port())
+        .parse()
+        .unwrap();
+    s.upstream_timeout = Duration::from_secs(5);
+    let (r, text) = run(&w, &s, &w.env()).await;
+    assert!(!r.passed());
+    assert_eq!(r.diagnoses(), [Diagnosis::UpstreamUnreachable], "{text}");
+    assert!(
+        text.contains("✗ upstream: cannot reach 127.0.0.1:"),
+        "{text}"
+    );
+    // The credentials are still checked with the explicit audience.
+    assert!(text.contains("✓ token"), "{text}");
+}
+
+// Multi-threaded: the fakes keep serving on the workers while this thread waits for the child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_0_on_success_and_1_on_a_403() {
+    let w = World::new().await;
+    let upstream = w.upstream.url();
+    let key = w.key_file.to_str().unwrap().to_owned();
+    let ca = w.upstream.ca_path().to_str().unwrap().to_owned();
+    let args = [
+        "check",
+        "--upstream",
+        upstream.as_str(),
+        "--credentials",
+        key.as_str(),
+        "--upstream-ca",
+        ca.as_str(),
+    ];
+    let mut ok = Binary::spawn(&args, &[], false);
+    assert_eq!(
+        ok.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        ok.stderr()
+    );
+    let out = ok.stdout();
+    assert_no_tokens(&w, &out);
+    assert_no_tokens(&w, &ok.stderr());
+    assert!(
+        out.starts_with("route default → https://127.0.0.1:"),
+        "{out}"
+    );
+    assert_eq!(out.matches('✓').count(), 5, "{out}");
+    assert!(!out.contains('✗'), "{out}");
+
+    w.upstream.deny_email(SA_EMAIL);
+    let mut denied = Binary::spawn(&args, &[], false);
+    assert_eq!(denied.wait_exit(Duration::from_secs(30)), Some(1));
+    let out = denied.stdout();
+    assert_no_tokens(&w, &out);
+    assert_no_tokens(&w, &denied.stderr());
+    contains_all(
+        &out,
+        &[
+            "✗ request: IAP answered 403",
+            "roles/iap.httpsResourceAccessor",
+            "FAILED",
+        ],
+    );
+}
