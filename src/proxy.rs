@@ -200,10 +200,10 @@ async fn forward(
         h.insert(header::UPGRADE, proto.clone());
     }
 
-    let http = if upgrade.is_some() {
-        &shared.clients.upgrade
-    } else {
+    let http = if client_version == Version::HTTP_2 && upgrade.is_none() {
         &shared.clients.main
+    } else {
+        &shared.clients.http1
     };
     // Kept only for a bodiless request, the one kind that can be sent again.
     let replay = replayable.then(|| {

@@ -87,13 +87,17 @@ pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsEr
     Ok(config)
 }
 
-/// The pooled upstream clients: one that speaks HTTP/2 or HTTP/1.1 as ALPN decides, and one
-/// held to HTTP/1.1 for upgrades (WebSocket over HTTP/2 needs extended CONNECT, which
-/// neither IAP nor most apps offer).
+/// The pooled upstream clients: `main` offers HTTP/2 and HTTP/1.1 and lets ALPN decide;
+/// `http1` offers HTTP/1.1 only. An HTTP/1.x client's requests (and upgrades: WebSocket
+/// over HTTP/2 needs extended CONNECT, which neither IAP nor most apps offer) go over
+/// `http1`, an HTTP/2 client's (gRPC) over `main`. Measured with `bench/run`, HTTP/2 to the
+/// upstream cost an HTTP/1.1 client about 20 µs per request and half the download rate:
+/// the never-indexed token is HPACK-encoded anew for every request, and every request
+/// crosses to the h2 connection task and back.
 #[derive(Clone)]
 pub struct Clients {
     pub main: UpstreamClient,
-    pub upgrade: UpstreamClient,
+    pub http1: UpstreamClient,
 }
 
 impl Clients {
@@ -105,7 +109,7 @@ impl Clients {
     pub fn with_egress(tls: rustls::ClientConfig, egress: &Egress) -> Clients {
         Clients {
             main: build(tls.clone(), true, egress),
-            upgrade: build(tls, false, egress),
+            http1: build(tls, false, egress),
         }
     }
 }

@@ -189,10 +189,30 @@ async fn websocket_echo_through_the_proxy() {
 }
 
 #[tokio::test]
+async fn upstream_protocol_follows_the_client() {
+    let w = World::new().await;
+    let proxy = InProcess::start(w.settings(), w.env()).await;
+    let r = get(&client::http1(), &proxy.url("/echo")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/1.1",
+        "an HTTP/1.1 client is relayed over HTTP/1.1"
+    );
+    let r = get(&client::h2c(), &proxy.url("/echo")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["version"],
+        "HTTP/2.0",
+        "an h2c client is relayed over h2"
+    );
+}
+
+#[tokio::test]
 async fn http2_upstream_and_h2c_client_with_trailers() {
     let w = World::with_alpn(Alpn::Http2Only).await;
     let proxy = InProcess::start(w.settings(), w.env()).await;
-    let r = get(&client::http1(), &proxy.url("/echo")).await;
+    let r = get(&client::h2c(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["version"], "HTTP/2.0");
     // gRPC-style: h2c in, h2 out, trailers through.
