@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
@@ -27,16 +27,51 @@ pub struct AccessLogLayer {
     route: Arc<str>,
     metrics: Arc<Metrics>,
     remote: Option<SocketAddr>,
+    /// `--access-log`: off by default, as in Envoy; a line per request costs more CPU than
+    /// the rest of the proxy's work on a small request.
+    log: bool,
 }
 
 impl AccessLogLayer {
-    pub fn new(route: Arc<str>, metrics: Arc<Metrics>, remote: Option<SocketAddr>) -> Self {
+    pub fn new(
+        route: Arc<str>,
+        metrics: Arc<Metrics>,
+        remote: Option<SocketAddr>,
+        log: bool,
+    ) -> Self {
         AccessLogLayer {
             route,
             metrics,
             remote,
+            log,
         }
     }
+}
+
+/// The method as a metrics label: the standard ones by name, the rest as `other`, so a
+/// client cannot grow the series count.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// What the access log line needs from the request, taken only when it is on.
+struct RequestFacts {
+    method: Method,
+    path: String,
+    version: http::Version,
+    request_size: Option<u64>,
+    user_agent: Option<String>,
 }
 
 impl<S> tower::Layer<S> for AccessLogLayer {
@@ -70,16 +105,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let method = req.method().clone();
-        // The query is left out: it often carries identifiers or signed-URL secrets.
-        let path = req.uri().path().to_owned();
-        let version = req.version();
-        let request_size = content_length(req.headers());
-        let user_agent = req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let method = method_label(req.method());
+        let facts = self.layer.log.then(|| RequestFacts {
+            method: req.method().clone(),
+            // The query is left out: it often carries identifiers or signed-URL secrets.
+            path: req.uri().path().to_owned(),
+            version: req.version(),
+            request_size: content_length(req.headers()),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
         let layer = self.layer.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -96,33 +134,37 @@ where
             } else {
                 origin::APP
             };
-            let latency = start.elapsed();
             layer
                 .metrics
                 .requests
                 .get_or_create(&RequestLabels {
                     route: layer.route.clone(),
-                    method: method.as_str().to_owned(),
+                    method,
                     status_class: status_class(status),
                     origin: who,
                 })
                 .inc();
-            tracing::info!(
-                target: "iap_proxy::access",
-                route = %layer.route,
-                origin = who,
-                "httpRequest.requestMethod" = %method,
-                "httpRequest.requestUrl" = %path,
-                "httpRequest.status" = status,
-                "httpRequest.latency" = %format_args!("{:.6}s", latency.as_secs_f64()),
-                "httpRequest.requestSize" = request_size,
-                "httpRequest.responseSize" = content_length(res.headers()),
-                "httpRequest.remoteIp" = layer.remote.map(|r| r.ip().to_string()),
-                "httpRequest.userAgent" = user_agent,
-                "httpRequest.protocol" = ?version,
-                "{method} {path} {status} {:.1}ms",
-                latency.as_secs_f64() * 1000.0
-            );
+            if let Some(f) = facts {
+                let latency = start.elapsed();
+                tracing::info!(
+                    target: "iap_proxy::access",
+                    route = %layer.route,
+                    origin = who,
+                    "httpRequest.requestMethod" = %f.method,
+                    "httpRequest.requestUrl" = %f.path,
+                    "httpRequest.status" = status,
+                    "httpRequest.latency" = %format_args!("{:.6}s", latency.as_secs_f64()),
+                    "httpRequest.requestSize" = f.request_size,
+                    "httpRequest.responseSize" = content_length(res.headers()),
+                    "httpRequest.remoteIp" = layer.remote.map(|r| r.ip().to_string()),
+                    "httpRequest.userAgent" = f.user_agent,
+                    "httpRequest.protocol" = ?f.version,
+                    "{} {} {status} {:.1}ms",
+                    f.method,
+                    f.path,
+                    latency.as_secs_f64() * 1000.0
+                );
+            }
             let bytes_out = layer
                 .metrics
                 .bytes_out
@@ -130,13 +172,7 @@ where
                     route: layer.route.clone(),
                 })
                 .clone();
-            Ok(res.map(|body| {
-                CountingBody {
-                    inner: body,
-                    counter: bytes_out,
-                }
-                .boxed()
-            }))
+            Ok(res.map(|body| CountingBody::new(body, bytes_out).boxed()))
         })
     }
 }

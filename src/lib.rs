@@ -199,6 +199,7 @@ pub async fn serve(
             max_header_bytes: settings.max_header_bytes,
             max_concurrent_requests: settings.max_concurrent_requests,
             max_connections: settings.max_connections,
+            access_log: settings.access_log,
             route: name,
             metrics: metrics.clone(),
             client_secret,

@@ -32,7 +32,8 @@ pub mod origin {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: Arc<str>,
-    pub method: String,
+    /// A standard method's name, or `other`.
+    pub method: &'static str,
     pub status_class: &'static str,
     pub origin: &'static str,
 }
@@ -152,7 +153,7 @@ mod tests {
         m.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
-                method: "GET".into(),
+                method: "GET",
                 status_class: status_class(204),
                 origin: origin::APP,
             })

@@ -41,6 +41,8 @@ pub struct ServerOptions {
     /// Required from clients when set (`--client-secret-file`).
     pub client_secret: Option<ClientSecret>,
     pub max_connections: usize,
+    /// One log line per request (`--access-log`).
+    pub access_log: bool,
 }
 
 /// Connections past `--max-connections` still get a 503 that says why, from at most this
@@ -109,6 +111,7 @@ pub async fn serve(
                 opts.route.clone(),
                 opts.metrics.clone(),
                 remote,
+                opts.access_log,
             ))
             .layer(RequireSecretLayer(opts.client_secret.clone()))
             .layer(SetSensitiveResponseHeadersLayer::new([

@@ -423,7 +423,11 @@ async fn user_credentials_and_impersonation_never_reach_the_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
     let w = World::new().await;
-    let mut proxy = spawn(&w, &["--log-format", "json"], &[("RUST_LOG", "debug")]);
+    let mut proxy = spawn(
+        &w,
+        &["--log-format", "json", "--access-log"],
+        &[("RUST_LOG", "debug")],
+    );
     let http = client::http1();
     let req = Request::get(proxy.url("/echo?sig=query-secret"))
         .header("authorization", "Bearer client-secret-value")

@@ -34,6 +34,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if path == "/count":
             with lock:
                 return self.answer(200, str(count))
+        if path == "/":
+            # The probe credential discovery sends before it settles on the metadata server.
+            if self.headers.get("Metadata-Flavor") != "Google":
+                return self.answer(403, "Missing Metadata-Flavor: Google header")
+            return self.answer(200, "computeMetadata/\n")
         if path != IDENTITY:
             return self.answer(404, "not found")
         if self.headers.get("Metadata-Flavor") != "Google":

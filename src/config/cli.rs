@@ -122,6 +122,9 @@ pub struct ProxyArgs {
     /// (too-many-connections) and closed [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<String>,
+    /// Log one line per request (target iap_proxy::access; Cloud Logging's httpRequest in JSON).
+    #[arg(long)]
+    pub access_log: bool,
 }
 
 #[derive(clap::Args, Debug, Default)]

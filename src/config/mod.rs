@@ -211,6 +211,8 @@ pub struct Settings {
     /// Further routes from `[[routes]]`, each complete (process-wide fields copied).
     pub extra_routes: Vec<Settings>,
     pub max_connections: usize,
+    /// Process-wide: one log line per request.
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -241,6 +243,7 @@ impl Settings {
             client_secret_file: None,
             extra_routes: Vec::new(),
             max_connections: 10_000,
+            access_log: false,
         }
     }
 
@@ -274,6 +277,7 @@ impl Settings {
             ("token_kind", TokenKind::IdToken.to_string().into()),
             ("max_sigterm_delay", 0u64.into()),
             ("max_connections", 10_000u64.into()),
+            ("access_log", false.into()),
         ];
         let mut flags = Flags::default();
         flags.string("listen", args.listen.as_deref());
@@ -304,6 +308,7 @@ impl Settings {
         flags.string("iam_endpoint", args.iam_endpoint.as_deref());
         flags.string("token_kind", args.token_kind.as_deref());
         flags.string("max_connections", args.max_connections.as_deref());
+        flags.switch("access_log", args.access_log);
 
         let mut l = Layered::new(args.config.as_deref(), env, defaults, flags);
         let allow_non_loopback = l.boolean("allow_non_loopback");
@@ -331,6 +336,7 @@ impl Settings {
             max_connections: l
                 .count("max_connections", 1, "connections")
                 .unwrap_or_default(),
+            access_log: l.boolean("access_log"),
         };
         let top = if top_level_route {
             routes::load_route_fields(&mut l, DEFAULT_ROUTE.into(), allow_non_loopback)
@@ -440,7 +446,7 @@ fn default_iam_endpoint() -> Url {
 }
 
 /// Every settings key: the flag name with `-` → `_`, and `IAP_PROXY_` + uppercase in the environment.
-pub const KEYS: [&str; 22] = [
+pub const KEYS: [&str; 23] = [
     "listen",
     "upstream",
     "audience",
@@ -463,4 +469,5 @@ pub const KEYS: [&str; 22] = [
     "max_sigterm_delay",
     "client_secret_file",
     "max_connections",
+    "access_log",
 ];

@@ -35,6 +35,7 @@ pub(super) struct ProcessFields {
     pub(super) admin_listen: Option<SocketAddr>,
     pub(super) max_sigterm_delay: Duration,
     pub(super) max_connections: usize,
+    pub(super) access_log: bool,
 }
 
 pub(super) struct RouteFields {
@@ -163,6 +164,7 @@ impl RouteFields {
             admin_listen: p.admin_listen,
             max_sigterm_delay: p.max_sigterm_delay,
             max_connections: p.max_connections,
+            access_log: p.access_log,
             client_secret_file: self.client_secret_file,
             extra_routes: Vec::new(),
         }
