@@ -1,7 +1,7 @@
 //! The access log and per-request metrics, as a tower layer around the proxy service.
 //!
-//! The log line goes out when the response headers do (an SSE stream may never end);
-//! response bytes are counted as they stream, into `iap_proxy_response_body_bytes_total`.
+//! The log line goes out when the response headers do (an SSE stream may never end).
+//! [`CountingBody`] counts body bytes as they stream (used by the proxy for both directions).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,11 +13,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::ERROR_HEADER;
-use crate::metrics::{Metrics, RequestLabels, RouteLabels, origin, status_class};
+use crate::metrics::{Metrics, RequestLabels, origin, status_class};
 use crate::proxy::ResBody;
 
 const IAP_GENERATED: &str = "x-goog-iap-generated-response";
@@ -165,14 +164,7 @@ where
                     latency.as_secs_f64() * 1000.0
                 );
             }
-            let bytes_out = layer
-                .metrics
-                .bytes_out
-                .get_or_create(&RouteLabels {
-                    route: layer.route.clone(),
-                })
-                .clone();
-            Ok(res.map(|body| CountingBody::new(body, bytes_out).boxed()))
+            Ok(res)
         })
     }
 }

@@ -47,6 +47,7 @@ pub struct Shared {
     /// This route's metric handles, looked up once rather than per request.
     upstream_latency: Histogram,
     bytes_in: Counter,
+    bytes_out: Counter,
 }
 
 impl Shared {
@@ -85,6 +86,7 @@ impl Shared {
             listen_host,
             upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
         })
     }
 
@@ -271,6 +273,7 @@ async fn forward(
         }
     }
     parts.version = client_version;
+    let body = CountingBody::new(body, shared.bytes_out.clone());
     Ok(Response::from_parts(parts, body.boxed()))
 }
 

@@ -113,7 +113,11 @@ pub async fn serve(
                 remote,
                 opts.access_log,
             ))
-            .layer(RequireSecretLayer(opts.client_secret.clone()))
+            .option_layer(
+                opts.client_secret
+                    .clone()
+                    .map(|s| RequireSecretLayer(Some(s))),
+            )
             .layer(SetSensitiveResponseHeadersLayer::new([
                 http::header::SET_COOKIE,
             ]))
