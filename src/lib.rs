@@ -1,18 +1,26 @@
 //! iap-proxy: a localhost proxy that puts a fresh Google IAP ID token on every request.
 //!
 //! # Layout
-//! - `main.rs` — parse flags, load settings, start logging, bind, [`run`].
-//! - [`config`] — flags > env `IAP_PROXY_*` > TOML file > defaults, validated all at once.
-//! - [`auth`] — the [`auth::TokenSource`] trait, one file per credential source, and
-//!   [`auth::cache`], the refresher that keeps one fresh token for every request.
+//! - `main.rs` — parse flags, load settings, start logging, bind, [`serve`].
+//! - [`config`] — flags > env `IAP_PROXY_*` > TOML file > defaults, validated all at once;
+//!   `[[routes]]` for several upstreams in one process.
+//! - [`auth`] — the [`auth::TokenSource`] trait, one file per credential source, discovery
+//!   of the credential, and [`auth::cache`], the refresher that keeps one fresh token.
+//! - `routes.rs` — a route's audience and its (shared) token cache.
+//! - [`listener`] — TCP or Unix-socket listeners.
+//! - [`server`] — accept (up to `--max-connections`), HTTP/1.1 + h2c, drain on shutdown.
 //! - [`proxy`] — request rewriting and forwarding (a tower `Service`).
 //! - [`headers`] — hop-by-hop, forwarding, token and `Location` header rules.
 //! - [`upstream`] — trust roots and the pooled HTTPS clients.
 //! - [`egress`] — `HTTPS_PROXY` / `NO_PROXY`: which connections tunnel through a proxy.
 //! - [`discovery`] — finding the audience by asking the upstream (`--audience auto`).
-//! - [`server`] — the listener, HTTP/1.1 + h2c, and the drain on shutdown.
+//! - [`client_secret`] — the shared secret a non-loopback listener can require.
+//! - [`access`] — per-request metrics and the access log (a tower layer).
+//! - [`metrics`] — the Prometheus registry; [`admin`] — `/healthz`, `/readyz`, `/metrics`,
+//!   `/quitquitquit`.
+//! - [`check`] — `iap-proxy check`: diagnose a route's usual mistakes.
 //! - [`error`] — what the proxy answers itself, and with which status.
-//! - [`telemetry`] — logging.
+//! - [`telemetry`] — logging, text or Cloud Logging JSON.
 #![forbid(unsafe_code)]
 
 pub mod access;

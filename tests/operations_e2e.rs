@@ -137,6 +137,8 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
     assert_eq!(up.status, StatusCode::OK);
 
     let m = admin.get("/metrics").await;
+    // Shown with --nocapture: what a scraper sees after this traffic.
+    eprintln!("{}", m.text());
     assert_eq!(m.status, StatusCode::OK);
     let samples = scrape(&m.text());
     let req = |method: &str, class: &str, origin: &str| {
