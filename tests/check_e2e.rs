@@ -25,6 +25,8 @@ async fn run(w: &World, s: &Settings, env: &Env) -> (CheckReport, String) {
     let report = check(s, env).await;
     let text = report.to_string();
     assert_no_tokens(w, &text);
+    // Shown with --nocapture: what a person running `iap-proxy check` reads.
+    eprintln!("{text}");
     (report, text)
 }
 
