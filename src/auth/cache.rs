@@ -160,35 +160,7 @@ impl TokenCache {
             .wanted
             .fetch_max(stale_serial + 1, Ordering::SeqCst);
         self.forced.wake.notify_one();
-        let deadline = Instant::now() + self.wait;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Err(_elapsed) => {
-                    return Err(NoToken::TimedOut {
-                        source_name: self.source_name.clone(),
-                        waited: self.wait,
-                        last_error: rx.borrow().last_error.clone(),
-                    });
-                }
-                Ok(Err(_closed)) => return Err(NoToken::Stopped),
-                Ok(Ok(())) => {
-                    let state = rx.borrow_and_update();
-                    if state.serial > stale_serial {
-                        if let Some(token) = state.usable(Instant::now()) {
-                            return Ok(token.clone());
-                        }
-                    }
-                    if state.attempts > seen_attempts {
-                        if let Some(reason) = &state.last_error {
-                            return Err(NoToken::FetchFailed {
-                                source_name: self.source_name.clone(),
-                                reason: reason.clone(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
+        self.wait_for(rx, seen_attempts, stale_serial + 1).await
     }
 
     /// The current token if it is usable now; never waits.
@@ -206,6 +178,17 @@ impl TokenCache {
             }
             state.attempts
         };
+        self.wait_for(rx, seen_attempts, 0).await
+    }
+
+    /// Waits, at most `self.wait`, for a usable token of serial `min_serial` or later, or
+    /// for a fetch attempt after `seen_attempts` to fail.
+    async fn wait_for(
+        &self,
+        mut rx: watch::Receiver<State>,
+        seen_attempts: u64,
+        min_serial: u64,
+    ) -> Result<Arc<IdToken>, NoToken> {
         let deadline = Instant::now() + self.wait;
         loop {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -219,8 +202,10 @@ impl TokenCache {
                 Ok(Err(_closed)) => return Err(NoToken::Stopped),
                 Ok(Ok(())) => {
                     let state = rx.borrow_and_update();
-                    if let Some(token) = state.usable(Instant::now()) {
-                        return Ok(token.clone());
+                    if state.serial >= min_serial {
+                        if let Some(token) = state.usable(Instant::now()) {
+                            return Ok(token.clone());
+                        }
                     }
                     if state.attempts > seen_attempts {
                         if let Some(reason) = &state.last_error {
