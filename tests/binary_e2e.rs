@@ -108,7 +108,7 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     let w = World::new().await;
-    let mut proxy = spawn(&w, &["--shutdown-grace", "10"], &[]);
+    let proxy = spawn(&w, &["--shutdown-grace", "10"], &[]);
     let http = client::http1();
     assert_eq!(get(&http, &proxy.url("/echo")).await.status, StatusCode::OK);
     let url = proxy.url("/slow?ms=1500");
@@ -117,24 +117,19 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
         async move { get(&http, &url).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.signal("TERM");
+    let stopped = tokio::spawn(proxy.terminate());
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "slow done");
-    let code = tokio::task::spawn_blocking(move || {
-        let code = proxy.wait_exit(Duration::from_secs(10));
-        (code, proxy)
-    })
-    .await
-    .unwrap();
-    assert_eq!(code.0, Some(0), "{}", code.1.stderr());
-    assert!(code.1.stderr().contains("drained"), "{}", code.1.stderr());
+    let (code, proxy) = stopped.await.unwrap();
+    assert_eq!(code, Some(0), "{}", proxy.stderr());
+    assert!(proxy.stderr().contains("drained"), "{}", proxy.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_hold_no_token_assertion_or_key() {
     let w = World::new().await;
-    let mut proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]);
+    let proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]);
     let http = client::http1();
     for path in [
         "/echo?sig=query-secret",
@@ -147,13 +142,7 @@ async fn debug_logs_hold_no_token_assertion_or_key() {
             .unwrap();
         assert!(client::send(&http, req).await.status.is_success() || path == "/redirect");
     }
-    proxy.signal("TERM");
-    let mut proxy = tokio::task::spawn_blocking(move || {
-        proxy.wait_exit(Duration::from_secs(10));
-        proxy
-    })
-    .await
-    .unwrap();
+    let (_, mut proxy) = proxy.terminate().await;
     let out = format!("{}\n{}", proxy.stderr(), proxy.stdout());
     assert!(out.len() > 1000, "expected debug output, got:\n{out}");
     let tokens = w.google.issued_tokens();
@@ -395,16 +384,10 @@ async fn user_credentials_and_impersonation_never_reach_the_logs() {
         &base,
     ];
     let env = [("HOME", home.to_str().unwrap()), ("RUST_LOG", "debug")];
-    let mut proxy = Binary::spawn(&args, &env, true);
+    let proxy = Binary::spawn(&args, &env, true);
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    proxy.signal("TERM");
-    let mut proxy = tokio::task::spawn_blocking(move || {
-        proxy.wait_exit(Duration::from_secs(10));
-        proxy
-    })
-    .await
-    .unwrap();
+    let (_, mut proxy) = proxy.terminate().await;
     let out = format!("{}\n{}", proxy.stderr(), proxy.stdout());
     assert!(
         out.contains("credential source chosen") && out.contains("impersonating"),
@@ -423,7 +406,7 @@ async fn user_credentials_and_impersonation_never_reach_the_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
     let w = World::new().await;
-    let mut proxy = spawn(
+    let proxy = spawn(
         &w,
         &["--log-format", "json", "--access-log"],
         &[("RUST_LOG", "debug")],
@@ -435,13 +418,7 @@ async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
         .body(client::empty())
         .unwrap();
     assert_eq!(client::send(&http, req).await.status, StatusCode::OK);
-    proxy.signal("TERM");
-    let proxy = tokio::task::spawn_blocking(move || {
-        proxy.wait_exit(Duration::from_secs(10));
-        proxy
-    })
-    .await
-    .unwrap();
+    let (_, proxy) = proxy.terminate().await;
     let out = proxy.stderr();
     let mut access = None;
     for line in out.lines() {
@@ -470,7 +447,7 @@ async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_running_out_exits_non_zero() {
     let w = World::new().await;
-    let mut proxy = spawn(&w, &["--shutdown-grace", "1"], &[]);
+    let proxy = spawn(&w, &["--shutdown-grace", "1"], &[]);
     let url = proxy.url("/slow?ms=5000");
     let http = client::http1();
     let in_flight = tokio::spawn(async move {
@@ -478,13 +455,7 @@ async fn grace_running_out_exits_non_zero() {
             .await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    proxy.signal("TERM");
-    let (code, proxy) = tokio::task::spawn_blocking(move || {
-        let code = proxy.wait_exit(Duration::from_secs(10));
-        (code, proxy)
-    })
-    .await
-    .unwrap();
+    let (code, proxy) = proxy.terminate().await;
     assert_eq!(code, Some(1), "{}", proxy.stderr());
     assert!(
         proxy.stderr().contains("grace period ran out"),

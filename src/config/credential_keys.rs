@@ -58,7 +58,20 @@ impl Layered {
     }
 
     /// A self-signed JWT is signed by the key file's own account: nothing to impersonate.
-    pub(super) fn token_kind_fits(&mut self, kind: TokenKind, impersonate: &[String]) {
+    /// The three keys that say which token to get and how: impersonation, the IAM
+    /// endpoint and the token kind, checked together.
+    pub(super) fn token_keys(&mut self) -> (Vec<String>, Url, TokenKind) {
+        let impersonate = self.impersonate();
+        let iam_endpoint = self.iam_endpoint().unwrap_or_else(default_iam_endpoint);
+        // A default exists, so a None comes with a reported problem.
+        let kind = self
+            .parsed::<TokenKind>("token_kind")
+            .unwrap_or(TokenKind::IdToken);
+        self.token_kind_fits(kind, &impersonate);
+        (impersonate, iam_endpoint, kind)
+    }
+
+    fn token_kind_fits(&mut self, kind: TokenKind, impersonate: &[String]) {
         if kind == TokenKind::SelfSignedJwt && !impersonate.is_empty() {
             self.problem(
                 "token_kind",

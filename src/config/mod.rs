@@ -409,12 +409,7 @@ impl TokenSettings {
                 "`auto` needs an upstream to ask; the token command takes the IAP OAuth client ID itself",
             );
         }
-        let impersonate_service_account = l.impersonate();
-        let iam_endpoint = l.iam_endpoint().unwrap_or_else(default_iam_endpoint);
-        let token_kind = l
-            .parsed::<TokenKind>("token_kind")
-            .unwrap_or(TokenKind::IdToken);
-        l.token_kind_fits(token_kind, &impersonate_service_account);
+        let (impersonate_service_account, iam_endpoint, token_kind) = l.token_keys();
         // The upstream matters to the token command only as a self-signed JWT's audience.
         let upstream = match token_kind {
             TokenKind::SelfSignedJwt => l.upstream(),

@@ -69,12 +69,7 @@ pub(super) fn load_route_fields(
     let header = l
         .parsed::<AuthHeader>("header")
         .unwrap_or(AuthHeader::Authorization);
-    let impersonate_service_account = l.impersonate();
-    let iam_endpoint = l.iam_endpoint().unwrap_or_else(default_iam_endpoint);
-    let token_kind = l
-        .parsed::<TokenKind>("token_kind")
-        .unwrap_or(TokenKind::IdToken);
-    l.token_kind_fits(token_kind, &impersonate_service_account);
+    let (impersonate_service_account, iam_endpoint, token_kind) = l.token_keys();
     let client_secret_file = l.existing_file("client_secret_file");
     let rewrite_redirects = !l.boolean("no_rewrite_redirects");
     let upstream_timeout = l.seconds("upstream_timeout", 1).unwrap_or_default();

@@ -61,14 +61,15 @@ pub(super) fn api_error(status: u16, message: &str) -> Resp {
     )
 }
 
-fn oauth_error(status: u16, error: &str, description: &str) -> Resp {
+/// Google's OAuth error shape, shared by every fake token endpoint.
+pub(super) fn oauth_error(status: u16, error: &str, description: &str) -> Resp {
     json_resp(
         status,
         &json!({ "error": error, "error_description": description }),
     )
 }
 
-fn json_resp(status: u16, body: &Value) -> Resp {
+pub(super) fn json_resp(status: u16, body: &Value) -> Resp {
     Response::builder()
         .status(status)
         .header("content-type", "application/json; charset=utf-8")

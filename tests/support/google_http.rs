@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::fake_google::{
     GOOGLE_ISSUER, GOOGLE_KID, IDENTITY_PATH, IssuedIdToken, META_TOKEN_PATH, State, TokenPath,
 };
+use super::fake_iam::{json_resp, oauth_error};
 use super::{now_millis, now_secs};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -195,7 +196,7 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
     let failing = state.begin_token_request().await;
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return google_error(400, "invalid_request", "unreadable body"),
+        Err(_) => return oauth_error(400, "invalid_request", "unreadable body"),
     };
     if let Some(status) = failing {
         let code = match status {
@@ -203,7 +204,7 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
             500..=599 => "internal_failure",
             _ => "invalid_request",
         };
-        return google_error(status, code, "failure injected by FakeGoogle::set_failing");
+        return oauth_error(status, code, "failure injected by FakeGoogle::set_failing");
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let grant = form
@@ -214,14 +215,14 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
         return state.refresh_grant(&form);
     }
     if grant != JWT_BEARER {
-        return google_error(
+        return oauth_error(
             400,
             "unsupported_grant_type",
             &format!("Invalid grant_type: {grant}"),
         );
     }
     let Some(assertion) = form.get("assertion") else {
-        return google_error(
+        return oauth_error(
             400,
             "invalid_request",
             "Missing required parameter: assertion",
@@ -230,7 +231,7 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
     state.assertions.lock().unwrap().push(assertion.clone());
     let (claims, email, client_id) = match state.verify_assertion(assertion) {
         Ok(v) => v,
-        Err(reason) => return google_error(400, "invalid_grant", &reason),
+        Err(reason) => return oauth_error(400, "invalid_grant", &reason),
     };
     if let Some(aud) = claims["target_audience"].as_str().filter(|a| !a.is_empty()) {
         let token = state.issue_id_token(aud, &email, &client_id, true, TokenPath::TokenEndpoint);
@@ -238,7 +239,7 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
     } else if claims["scope"].as_str().is_some_and(|s| !s.is_empty()) {
         json_resp(200, &state.issue_access_token(&email))
     } else {
-        google_error(
+        oauth_error(
             400,
             "invalid_scope",
             "Invalid OAuth scope or ID token audience provided.",
@@ -290,21 +291,6 @@ async fn metadata(state: &State, req: Request<Incoming>) -> Resp {
     let sub = format!("1{:020}", email.len());
     let token = state.issue_id_token(audience, &email, &sub, full, TokenPath::Metadata);
     text(StatusCode::OK, &token)
-}
-
-fn google_error(status: u16, error: &str, description: &str) -> Resp {
-    json_resp(
-        status,
-        &json!({ "error": error, "error_description": description }),
-    )
-}
-
-fn json_resp(status: u16, body: &Value) -> Resp {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json; charset=utf-8")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
 }
 
 fn text(status: StatusCode, body: &str) -> Resp {

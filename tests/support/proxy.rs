@@ -208,6 +208,17 @@ impl Binary {
         }
     }
 
+    /// Sends SIGTERM and waits (bounded, off the async runtime) for the exit code.
+    pub async fn terminate(mut self) -> (Option<i32>, Binary) {
+        self.signal("TERM");
+        tokio::task::spawn_blocking(move || {
+            let code = self.wait_exit(Duration::from_secs(10));
+            (code, self)
+        })
+        .await
+        .expect("wait for exit")
+    }
+
     pub fn stderr(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }
