@@ -108,24 +108,30 @@ async fn print_token(settings: TokenSettings, env: Env) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings, env: Env) -> anyhow::Result<Drain> {
+    // Installed before anything binds: a SIGTERM that arrives just after the "listening"
+    // line must start the drain, not kill the process with the default action.
+    let shutdown = shutdown_signal();
     let listeners = iap_proxy::Listeners::bind(&settings).await?;
-    let drain = iap_proxy::serve(listeners, settings, env, shutdown_signal()).await?;
+    let drain = iap_proxy::serve(listeners, settings, env, shutdown).await?;
     Ok(drain)
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the proxy with SIGKILL");
-        return std::future::pending().await;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutdown requested");
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the proxy with SIGKILL");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    }
 }
