@@ -1,279 +1,36 @@
 //! iap-proxy: a localhost proxy that puts a fresh Google IAP ID token on every request.
 //!
 //! # Layout
-//! - `main.rs` — parse flags, load settings, start logging, bind, [`serve`].
-//! - [`config`] — flags > env `IAP_PROXY_*` > TOML file > defaults, validated all at once;
-//!   `[[routes]]` for several upstreams in one process.
-//! - [`auth`] — the [`auth::TokenSource`] trait, one file per credential source, discovery
-//!   of the credential, and [`auth::cache`], the refresher that keeps one fresh token.
-//! - `routes.rs` — a route's audience and its (shared) token cache.
-//! - [`listener`] — TCP or Unix-socket listeners.
-//! - [`server`] — accept (up to `--max-connections`), HTTP/1.1 + h2c, drain on shutdown.
-//! - [`proxy`] — request rewriting and forwarding (a tower `Service`).
-//! - [`headers`] — hop-by-hop, forwarding, token and `Location` header rules.
-//! - [`upstream`] — trust roots and the pooled HTTPS clients.
-//! - [`egress`] — `HTTPS_PROXY` / `NO_PROXY`: which connections tunnel through a proxy.
-//! - [`discovery`] — finding the audience by asking the upstream (`--audience auto`).
-//! - [`client_secret`] — the shared secret a non-loopback listener can require.
-//! - [`access`] — per-request metrics and the access log (a tower layer).
-//! - [`metrics`] — the Prometheus registry; [`admin`] — `/healthz`, `/readyz`, `/metrics`,
-//!   `/quitquitquit`.
-//! - [`check`] — `iap-proxy check`: diagnose a route's usual mistakes.
-//! - [`error`] — what the proxy answers itself, and with which status.
-//! - [`telemetry`] — logging, text or Cloud Logging JSON.
+//! The folders name the architecture; dependencies point one way, down this list (a module
+//! never imports one above it):
+//! - `main.rs` — the binary: parse flags, load settings, start logging, [`serve`].
+//! - `run/` — start-up: bind every listener, build each route (audience, token cache,
+//!   upstream clients), serve, drain on shutdown.
+//! - [`check`] — `iap-proxy check`: run a route once and explain each usual mistake.
+//! - `proxy/` — the data path: listener, server, one request's way (headers, token,
+//!   forwarding, upgrades), the proxy's own answers, the client secret.
+//! - `ops/` — operations: admin endpoints, Prometheus metrics, the access log, logging.
+//! - `iap/` — IAP's own conventions: its generated-response header, the sign-in redirect's
+//!   client ID, audience discovery.
+//! - `auth/` — credentials: finding them (ADC order), one file per source, the token cache
+//!   that keeps one fresh ID token, the HTTP client for Google's endpoints.
+//! - `outbound/` — outbound connections: trust roots, pooled upstream clients, egress
+//!   through `HTTPS_PROXY`.
+//! - [`config`] — flags > env `IAP_PROXY_*` > TOML file > defaults, validated all at once.
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
-pub mod access;
-pub mod admin;
-pub mod auth;
+mod auth;
 pub mod check;
-pub mod client_secret;
 pub mod config;
-pub mod discovery;
-pub mod egress;
-pub mod error;
-pub mod headers;
-pub mod listener;
-pub mod metrics;
-pub mod proxy;
-mod routes;
-pub mod server;
-pub mod telemetry;
-pub mod upstream;
+mod iap;
+mod ops;
+mod outbound;
+mod proxy;
+mod run;
 
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
-
-use crate::admin::AdminState;
-use crate::auth::{AuthError, TokenHttp};
-use crate::client_secret::{ClientSecret, SecretFileError};
-use crate::config::{Env, Settings, TokenSettings};
-use crate::discovery::DiscoveryError;
-use crate::egress::{Egress, EgressError};
-use crate::listener::{ListenAddr, Listener};
-use crate::proxy::Shared;
-pub use crate::server::Drain;
-use crate::server::ServerOptions;
-use crate::upstream::{Clients, TlsError};
-
-/// Why the proxy could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error("cannot use upstream {upstream}: {reason}")]
-    Upstream { upstream: String, reason: String },
-    #[error("cannot read the listener's address: {0}")]
-    Listener(std::io::Error),
-    #[error("cannot listen on {addr} for {what}: {source}")]
-    Bind {
-        what: String,
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    ClientSecret(#[from] SecretFileError),
-    #[error(transparent)]
-    Egress(#[from] EgressError),
-    #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
-}
-/// Serves `settings`' first route on `listener` (other routes and the admin listener bind
-/// their configured addresses) until `shutdown` resolves. A bad credentials file or CA
-/// fails here, before a single request is accepted.
-pub async fn run(
-    listener: TcpListener,
-    settings: Settings,
-    env: Env,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Drain, StartError> {
-    let listeners = Listeners::bind_after(Listener::Tcp(listener), &settings).await?;
-    serve(listeners, settings, env, shutdown).await
-}
-
-/// Every bound listener: one per route, in `Settings::routes` order, and the admin one.
-pub struct Listeners {
-    pub routes: Vec<Listener>,
-    pub admin: Option<TcpListener>,
-}
-
-impl Listeners {
-    pub async fn bind(settings: &Settings) -> Result<Listeners, StartError> {
-        Self::bind_routes(Vec::new(), settings).await
-    }
-
-    /// Uses `first` for the first route and binds the rest.
-    pub async fn bind_after(first: Listener, settings: &Settings) -> Result<Listeners, StartError> {
-        Self::bind_routes(vec![first], settings).await
-    }
-
-    async fn bind_routes(
-        mut routes: Vec<Listener>,
-        settings: &Settings,
-    ) -> Result<Listeners, StartError> {
-        for route in settings.routes().skip(routes.len()) {
-            let listener = route
-                .listen
-                .bind()
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: format!("route {}", route.name),
-                    addr: route.listen.to_string(),
-                    source,
-                })?;
-            routes.push(listener);
-        }
-        let admin = match settings.admin_listen {
-            Some(addr) => {
-                Some(
-                    TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| StartError::Bind {
-                            what: "the admin listener".into(),
-                            addr: addr.to_string(),
-                            source,
-                        })?,
-                )
-            }
-            None => None,
-        };
-        Ok(Listeners { routes, admin })
-    }
-}
-
-/// Builds every route and serves them until `shutdown` (or `POST /quitquitquit`), then
-/// drains: readiness turns 503 at once, serving goes on for `--max-sigterm-delay`, and
-/// in-flight requests get `--shutdown-grace` to finish.
-pub async fn serve(
-    listeners: Listeners,
-    settings: Settings,
-    env: Env,
-    shutdown: impl Future<Output = ()>,
-) -> Result<Drain, StartError> {
-    let tls = upstream::tls_config(settings.upstream_ca.as_deref())?;
-    let egress = Egress::from_env(&env)?;
-    let clients = Clients::with_egress(tls.clone(), &egress);
-    let token_http = TokenHttp::with_egress(tls, &egress);
-    let metrics = Arc::new(metrics::Metrics::new());
-    let mut caches = routes::Caches::default();
-    let mut servers = Vec::new();
-    let mut admin_routes = Vec::new();
-    for (route, listener) in settings.routes().zip(listeners.routes) {
-        let audience = routes::audience(route, &clients).await?;
-        let tokens = caches
-            .get_or_spawn(route, &audience, &env, &token_http, &metrics)
-            .await?;
-        let local = listener.local_addr().map_err(StartError::Listener)?;
-        let listen_host = match &local {
-            ListenAddr::Tcp(addr) => addr.to_string(),
-            ListenAddr::Unix(_) => "localhost".to_string(),
-        };
-        let shared = Shared::new(
-            route,
-            clients.clone(),
-            tokens.clone(),
-            listen_host,
-            &metrics,
-        )
-        .map_err(|reason| StartError::Upstream {
-            upstream: route.upstream.to_string(),
-            reason,
-        })?;
-        let client_secret = match &route.client_secret_file {
-            Some(path) => Some(ClientSecret::from_file(path)?),
-            None => None,
-        };
-        tracing::info!(
-            route = %route.name,
-            listen = %local,
-            upstream = %route.upstream,
-            %audience,
-            header = ?route.header,
-            client_secret = client_secret.is_some(),
-            "iap-proxy listening"
-        );
-        let name: Arc<str> = route.name.as_str().into();
-        admin_routes.push((name.clone(), tokens));
-        let opts = ServerOptions {
-            shutdown_grace: settings.shutdown_grace,
-            header_read_timeout: settings.header_read_timeout,
-            max_header_bytes: settings.max_header_bytes,
-            max_concurrent_requests: settings.max_concurrent_requests,
-            max_connections: settings.max_connections,
-            access_log: settings.access_log,
-            route: name,
-            metrics: metrics.clone(),
-            client_secret,
-        };
-        servers.push((listener, Arc::new(shared), opts));
-    }
-
-    let admin = AdminState {
-        routes: admin_routes,
-        draining: Arc::new(AtomicBool::new(false)),
-        quit: Arc::new(Notify::new()),
-        metrics,
-    };
-    let admin_task = listeners.admin.map(|l| {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!(%addr, "admin endpoints listening: /healthz /readyz /metrics POST /quitquitquit");
-        }
-        tokio::spawn(admin::serve(l, admin.clone()))
-    });
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drains =
-        futures_util::future::join_all(servers.into_iter().map(|(listener, shared, opts)| {
-            let mut stop = stop_rx.clone();
-            server::serve(listener, shared, opts, async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-        }));
-    let stopper = async {
-        let delay = tokio::select! {
-            () = shutdown => settings.max_sigterm_delay,
-            () = admin.quit.notified() => Duration::ZERO,
-        };
-        admin.draining.store(true, Ordering::SeqCst);
-        if !delay.is_zero() {
-            tracing::info!(
-                delay_secs = delay.as_secs(),
-                "not ready any more; still serving for --max-sigterm-delay"
-            );
-            tokio::time::sleep(delay).await;
-        }
-        let _ = stop_tx.send(true);
-    };
-    let (results, ()) = tokio::join!(drains, stopper);
-    if let Some(task) = admin_task {
-        task.abort();
-    }
-    Ok(if results.iter().all(|d| *d == Drain::Clean) {
-        Drain::Clean
-    } else {
-        Drain::TimedOut
-    })
-}
-
-/// Fetches one ID token, for `iap-proxy token`.
-pub async fn fetch_token(settings: &TokenSettings, env: &Env) -> Result<auth::IdToken, StartError> {
-    let tls = upstream::tls_config(settings.upstream_ca.as_deref())?;
-    let http = TokenHttp::with_egress(tls, &Egress::from_env(env)?);
-    let options = auth::SourceOptions {
-        credentials: settings.credentials.as_deref(),
-        audience: &settings.audience,
-        impersonate: &settings.impersonate_service_account,
-        iam_endpoint: &settings.iam_endpoint,
-        token_kind: settings.token_kind,
-        upstream: settings.upstream.as_ref(),
-    };
-    let source = auth::source_from_settings(&options, env, http).await?;
-    Ok(source.fetch().await?)
-}
+pub use auth::IdToken;
+pub use ops::telemetry;
+pub use proxy::listener;
+pub use proxy::server::Drain;
+pub use run::{Listeners, StartError, fetch_token, run, serve};

@@ -19,22 +19,22 @@ use super::{IdToken, TokenSource};
 /// When to refresh and how to retry. The defaults suit Google's one-hour tokens and still
 /// behave for the two-second tokens tests use.
 #[derive(Debug, Clone)]
-pub struct RefreshPolicy {
+pub(crate) struct RefreshPolicy {
     /// Refresh after this share of the token's remaining lifetime (a random point between).
-    pub refresh_at: (f64, f64),
+    pub(crate) refresh_at: (f64, f64),
     /// Never refresh sooner than this after a fetch, so a token that is nearly expired on
     /// arrival cannot turn the refresher into a hot loop.
-    pub min_refresh_delay: Duration,
+    pub(crate) min_refresh_delay: Duration,
     /// Stop handing out a token this long before it expires, bounded by a tenth of its
     /// lifetime: a request still needs time to reach IAP, whose clock may run ahead.
-    pub max_expiry_margin: Duration,
-    pub first_backoff: Duration,
+    pub(crate) max_expiry_margin: Duration,
+    pub(crate) first_backoff: Duration,
     /// Backoff ceiling while a usable token is still held.
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Backoff ceiling while requests are waiting without a token: recover quickly.
-    pub max_backoff_without_token: Duration,
+    pub(crate) max_backoff_without_token: Duration,
     /// How long a request without a usable token waits for a fetch.
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -54,7 +54,7 @@ impl Default for RefreshPolicy {
 /// Why a request has no token. The text goes to the client as the 503 body, so it holds
 /// nothing secret (source errors never carry tokens).
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum NoToken {
+pub(crate) enum NoToken {
     #[error("fetching an ID token from {source_name} failed: {reason}")]
     FetchFailed {
         source_name: Arc<str>,
@@ -106,7 +106,7 @@ struct Forced {
 
 /// A cheap handle on the shared token; clone it freely.
 #[derive(Clone)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     rx: watch::Receiver<State>,
     source_name: Arc<str>,
     wait: Duration,
@@ -114,13 +114,9 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// Starts the refresher task; it stops when the last handle is dropped.
-    pub fn spawn(source: Arc<dyn TokenSource>, policy: RefreshPolicy) -> TokenCache {
-        Self::spawn_counted(source, policy, FetchCounters::default())
-    }
-
-    /// Like [`TokenCache::spawn`], counting fetch outcomes (`iap_proxy_token_refreshes_total`).
-    pub fn spawn_counted(
+    /// Starts the refresher task, counting fetch outcomes into `counters`
+    /// (`iap_proxy_token_refreshes_total`); it stops when the last handle is dropped.
+    pub(crate) fn spawn(
         source: Arc<dyn TokenSource>,
         policy: RefreshPolicy,
         counters: FetchCounters,
@@ -141,7 +137,10 @@ impl TokenCache {
     /// A token newer than `stale` (which IAP refused): taken at once if the refresher already
     /// has one, else fetched early, the wait bounded as in [`TokenCache::get`]. However many
     /// requests refuse the same token at once, one fetch serves them all.
-    pub async fn force_refresh(&self, stale: &Arc<IdToken>) -> Result<Arc<IdToken>, NoToken> {
+    pub(crate) async fn force_refresh(
+        &self,
+        stale: &Arc<IdToken>,
+    ) -> Result<Arc<IdToken>, NoToken> {
         let mut rx = self.rx.clone();
         let (stale_serial, seen_attempts) = {
             let state = rx.borrow_and_update();
@@ -164,12 +163,12 @@ impl TokenCache {
     }
 
     /// The current token if it is usable now; never waits.
-    pub fn current(&self) -> Option<Arc<IdToken>> {
+    pub(crate) fn current(&self) -> Option<Arc<IdToken>> {
         self.rx.borrow().usable(Instant::now()).cloned()
     }
 
     /// The current token, or the outcome of the next fetch when none is usable.
-    pub async fn get(&self) -> Result<Arc<IdToken>, NoToken> {
+    pub(crate) async fn get(&self) -> Result<Arc<IdToken>, NoToken> {
         let mut rx = self.rx.clone();
         let seen_attempts = {
             let state = rx.borrow_and_update();
@@ -221,7 +220,7 @@ impl TokenCache {
     }
 
     /// Seconds until the current token expires, for readiness and metrics.
-    pub fn remaining(&self) -> Option<Duration> {
+    pub(crate) fn remaining(&self) -> Option<Duration> {
         let state = self.rx.borrow();
         let cached = state.cached.as_ref()?;
         cached
@@ -231,16 +230,16 @@ impl TokenCache {
             .ok()
     }
 
-    pub fn source_name(&self) -> &str {
+    pub(crate) fn source_name(&self) -> &str {
         &self.source_name
     }
 }
 
 /// Counters for fetch outcomes; detached ones (the default) count into nothing.
 #[derive(Clone, Default)]
-pub struct FetchCounters {
-    pub success: Counter,
-    pub failure: Counter,
+pub(crate) struct FetchCounters {
+    pub(crate) success: Counter,
+    pub(crate) failure: Counter,
 }
 
 async fn refresh_loop(

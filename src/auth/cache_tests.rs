@@ -56,7 +56,11 @@ fn scripted(lifetime_secs: u64, fail: bool) -> Arc<Scripted> {
 #[tokio::test(start_paused = true)]
 async fn concurrent_cold_start_waits_for_one_fetch() {
     let source = scripted(3600, false);
-    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let cache = TokenCache::spawn(
+        source.clone(),
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    );
     let waiters: Vec<_> = (0..100)
         .map(|_| {
             tokio::spawn({
@@ -74,7 +78,11 @@ async fn concurrent_cold_start_waits_for_one_fetch() {
 #[tokio::test(start_paused = true)]
 async fn refreshes_at_most_80_percent_of_lifetime() {
     let source = scripted(100, false);
-    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let cache = TokenCache::spawn(
+        source.clone(),
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    );
     cache.get().await.unwrap();
     tokio::time::sleep(Duration::from_secs(69)).await;
     assert_eq!(
@@ -93,7 +101,11 @@ async fn refreshes_at_most_80_percent_of_lifetime() {
 #[tokio::test(start_paused = true)]
 async fn failure_is_reported_and_recovers() {
     let source = scripted(3600, true);
-    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let cache = TokenCache::spawn(
+        source.clone(),
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    );
     let err = cache.get().await.unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
     *source.fail.lock().unwrap() = false;
@@ -105,7 +117,11 @@ async fn failure_is_reported_and_recovers() {
 #[tokio::test(start_paused = true)]
 async fn keeps_last_good_token_while_refresh_fails() {
     let source = scripted(100, false);
-    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let cache = TokenCache::spawn(
+        source.clone(),
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    );
     let first = cache.get().await.unwrap();
     *source.fail.lock().unwrap() = true;
     tokio::time::sleep(Duration::from_secs(85)).await;
@@ -123,7 +139,11 @@ async fn keeps_last_good_token_while_refresh_fails() {
 #[tokio::test(start_paused = true)]
 async fn force_refresh_fetches_once_for_many_callers() {
     let source = scripted(3600, false);
-    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let cache = TokenCache::spawn(
+        source.clone(),
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    );
     let stale = cache.get().await.unwrap();
     assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
     let callers: Vec<_> = (0..50)
@@ -156,7 +176,11 @@ async fn force_refresh_fetches_once_for_many_callers() {
 #[tokio::test(start_paused = true)]
 async fn force_refresh_is_paced_and_reports_failure() {
     let source = scripted(3600, false);
-    let cache = TokenCache::spawn(source.clone(), RefreshPolicy::default());
+    let cache = TokenCache::spawn(
+        source.clone(),
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    );
     let first = cache.get().await.unwrap();
     let started = Instant::now();
     let second = cache.force_refresh(&first).await.unwrap();

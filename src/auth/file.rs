@@ -7,16 +7,16 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::AuthError;
-use super::client;
+use super::token_http;
 
 /// A parsed credentials file (or a nested credentials object of one).
-pub struct CredFile {
-    pub path: PathBuf,
-    pub fields: Map<String, Value>,
+pub(crate) struct CredFile {
+    pub(crate) path: PathBuf,
+    pub(crate) fields: Map<String, Value>,
 }
 
 impl CredFile {
-    pub fn read(path: &Path) -> Result<CredFile, AuthError> {
+    pub(crate) fn read(path: &Path) -> Result<CredFile, AuthError> {
         let bytes = std::fs::read(path).map_err(|source| AuthError::ReadFile {
             path: path.to_path_buf(),
             source,
@@ -24,7 +24,7 @@ impl CredFile {
         CredFile::parse(path, &bytes)
     }
 
-    pub fn parse(path: &Path, bytes: &[u8]) -> Result<CredFile, AuthError> {
+    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<CredFile, AuthError> {
         let malformed = |reason: String| AuthError::Malformed {
             path: path.to_path_buf(),
             reason,
@@ -47,7 +47,7 @@ impl CredFile {
     }
 
     /// A nested object (e.g. `source_credentials`) read with the same file name in errors.
-    pub fn nested(&self, name: &'static str) -> Result<CredFile, AuthError> {
+    pub(crate) fn nested(&self, name: &'static str) -> Result<CredFile, AuthError> {
         match self.fields.get(name) {
             Some(Value::Object(fields)) => Ok(CredFile {
                 path: self.path.clone(),
@@ -58,7 +58,7 @@ impl CredFile {
         }
     }
 
-    pub fn problem(&self, field: &'static str, problem: &str) -> AuthError {
+    pub(crate) fn problem(&self, field: &'static str, problem: &str) -> AuthError {
         AuthError::Field {
             path: self.path.clone(),
             field,
@@ -67,13 +67,13 @@ impl CredFile {
     }
 
     /// A required, non-empty string field.
-    pub fn string(&self, name: &'static str) -> Result<&str, AuthError> {
+    pub(crate) fn string(&self, name: &'static str) -> Result<&str, AuthError> {
         self.optional(name)?
             .ok_or_else(|| self.problem(name, "is missing"))
     }
 
     /// An optional string field: absent or null is `None`; empty or not a string is an error.
-    pub fn optional(&self, name: &'static str) -> Result<Option<&str>, AuthError> {
+    pub(crate) fn optional(&self, name: &'static str) -> Result<Option<&str>, AuthError> {
         match self.fields.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Err(self.problem(name, "is empty")),
@@ -83,13 +83,17 @@ impl CredFile {
     }
 
     /// An endpoint field: https, or http on loopback (tests' fakes).
-    pub fn endpoint(&self, name: &'static str, default: Option<&str>) -> Result<Url, AuthError> {
+    pub(crate) fn endpoint(
+        &self,
+        name: &'static str,
+        default: Option<&str>,
+    ) -> Result<Url, AuthError> {
         let raw = match (self.optional(name)?, default) {
             (Some(raw), _) => raw,
             (None, Some(d)) => d,
             (None, None) => return Err(self.problem(name, "is missing")),
         };
-        client::check_endpoint(raw).map_err(|e| match e {
+        token_http::check_endpoint(raw).map_err(|e| match e {
             AuthError::BadEndpoint { reason, .. } => {
                 self.problem(name, &format!("is not a valid URL ({reason})"))
             }
@@ -102,7 +106,7 @@ impl CredFile {
     }
 
     /// A list of strings (absent = empty).
-    pub fn strings(&self, name: &'static str) -> Result<Vec<String>, AuthError> {
+    pub(crate) fn strings(&self, name: &'static str) -> Result<Vec<String>, AuthError> {
         match self.fields.get(name) {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
@@ -118,7 +122,7 @@ impl CredFile {
         }
     }
 
-    pub fn kind(&self) -> Result<&str, AuthError> {
+    pub(crate) fn kind(&self) -> Result<&str, AuthError> {
         self.string("type")
     }
 }

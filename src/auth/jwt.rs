@@ -23,19 +23,19 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
 
 /// The claims of an ID token that the proxy cares about. None of them is a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claims {
-    pub exp: u64,
+pub(crate) struct Claims {
+    pub(crate) exp: u64,
     /// A string `aud`, or the first element of an array `aud`.
-    pub aud: Option<String>,
-    pub iss: Option<String>,
-    pub email: Option<String>,
-    pub iat: Option<u64>,
+    pub(crate) aud: Option<String>,
+    pub(crate) iss: Option<String>,
+    pub(crate) email: Option<String>,
+    pub(crate) iat: Option<u64>,
 }
 
 /// Decodes the payload of `jwt` without checking its signature.
 ///
 /// Error reasons describe the shape problem only: they never quote the token or its payload.
-pub fn unverified_claims(jwt: &str) -> Result<Claims, AuthError> {
+pub(crate) fn unverified_claims(jwt: &str) -> Result<Claims, AuthError> {
     let bad = |reason: &str| AuthError::BadToken(reason.to_owned());
     let segments: Vec<&str> = jwt.trim().split('.').collect();
     if segments.len() != 3 {
@@ -94,7 +94,7 @@ pub(crate) fn check_audience(claims: &Claims, expected: &str) -> Result<(), Auth
 /// An RS256 signer for service-account assertions. Holds the private key, so its `Debug`
 /// shows only the key id.
 #[derive(Clone)]
-pub struct RsaSigner {
+pub(crate) struct RsaSigner {
     key: EncodingKey,
     kid: String,
 }
@@ -111,12 +111,12 @@ impl fmt::Debug for RsaSigner {
 /// Why a private key was refused. Deliberately carries no detail: parser messages could
 /// echo fragments of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidKey;
+pub(crate) struct InvalidKey;
 
 impl RsaSigner {
     /// Parses a PEM RSA private key (PKCS#8 or PKCS#1) and proves it can sign, so a broken
     /// key is reported at start-up rather than on the first request.
-    pub fn from_pem(pem: &str, kid: impl Into<String>) -> Result<Self, InvalidKey> {
+    pub(crate) fn from_pem(pem: &str, kid: impl Into<String>) -> Result<Self, InvalidKey> {
         use_aws_lc();
         let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| InvalidKey)?;
         let signer = RsaSigner {
@@ -130,7 +130,10 @@ impl RsaSigner {
     }
 
     /// Signs `claims` with header `{"alg":"RS256","typ":"JWT","kid":…}`.
-    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, jsonwebtoken::errors::Error> {
+    pub(crate) fn sign<T: Serialize>(
+        &self,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)

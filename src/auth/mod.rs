@@ -1,21 +1,14 @@
 //! Credential sources behind one [`TokenSource`] trait, and the cache that keeps a fresh
 //! ID token for the data path.
 
-pub mod access;
-pub mod authorized_user;
-pub mod cache;
-mod client;
-mod discovery;
-mod executable;
-pub mod external_account;
+mod access_token;
+mod adc;
+mod build;
+pub(crate) mod cache;
 mod file;
-pub mod gcloud;
-pub mod impersonated;
-pub mod jwt;
-pub mod metadata;
-mod select;
-pub mod self_signed;
-pub mod service_account;
+pub(crate) mod jwt;
+mod sources;
+mod token_http;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,19 +17,18 @@ use std::time::SystemTime;
 use futures_util::future::BoxFuture;
 use http::HeaderValue;
 
-pub use cache::TokenCache;
-
-pub use client::TokenHttp;
+pub(crate) use cache::TokenCache;
+pub(crate) use token_http::TokenHttp;
 
 /// A secret string that never shows itself in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -57,7 +49,7 @@ pub struct IdToken {
 
 impl IdToken {
     /// Parses `exp` out of the JWT and builds the `Bearer` header value (marked sensitive).
-    pub fn from_jwt(raw: &str) -> Result<Self, AuthError> {
+    pub(crate) fn from_jwt(raw: &str) -> Result<Self, AuthError> {
         let raw = raw.trim();
         let claims = jwt::unverified_claims(raw)?;
         let expires_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(claims.exp);
@@ -75,10 +67,10 @@ impl IdToken {
         self.raw.expose()
     }
     /// `Bearer <token>`, cheap to clone (a reference count).
-    pub fn bearer(&self) -> &HeaderValue {
+    pub(crate) fn bearer(&self) -> &HeaderValue {
         &self.bearer
     }
-    pub fn expires_at(&self) -> SystemTime {
+    pub(crate) fn expires_at(&self) -> SystemTime {
         self.expires_at
     }
 }
@@ -93,7 +85,7 @@ impl fmt::Debug for IdToken {
 }
 
 /// Anything that can fetch a fresh ID token for a fixed audience.
-pub trait TokenSource: Send + Sync + 'static {
+pub(crate) trait TokenSource: Send + Sync + 'static {
     /// What this source is, for logs: never a secret.
     fn describe(&self) -> String;
     fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>>;
@@ -121,8 +113,6 @@ pub enum AuthError {
     UnsupportedType { path: PathBuf, kind: String },
     #[error("endpoint `{url}` is not a valid URL: {reason}")]
     BadEndpoint { url: String, reason: String },
-    #[error("cannot set up TLS for the token endpoints: {0}")]
-    Tls(String),
     #[error("token endpoint {url} must use https (plain http is accepted only on a loopback host)")]
     InsecureEndpoint { url: String },
     #[error("cannot sign the JWT assertion with the key in {path}: {reason}")]
@@ -186,5 +176,4 @@ pub enum AuthError {
     NotFound { looked: String },
 }
 
-pub use discovery::{Chosen, choose_source};
-pub use discovery::{SourceOptions, source_from_settings};
+pub(crate) use adc::{SourceOptions, choose_source, source_from_settings};

@@ -7,7 +7,7 @@ use super::probe::{Answer, Reach};
 use super::report::{Diagnosis, Step};
 use crate::auth::AuthError;
 use crate::auth::jwt::Claims;
-use crate::discovery::{self, Found};
+use crate::iap::{self, Discovered};
 
 pub(super) const ACCESSOR_ROLE: &str = "roles/iap.httpsResourceAccessor";
 pub(super) const SHOWN_CHARS: usize = 200;
@@ -192,7 +192,7 @@ pub(super) fn token_claims(
 
 /// The unauthenticated GET: the TLS step, then (when there was an answer) the IAP step.
 /// Returns what it revealed of the audience.
-pub(super) fn upstream_probe(reach: &Reach, upstream: &Url) -> (Vec<Step>, Option<Found>) {
+pub(super) fn upstream_probe(reach: &Reach, upstream: &Url) -> (Vec<Step>, Option<Discovered>) {
     let host = host(upstream);
     let answer = match reach {
         Reach::Answer(a) => a,
@@ -212,13 +212,13 @@ pub(super) fn upstream_probe(reach: &Reach, upstream: &Url) -> (Vec<Step>, Optio
     } else {
         Step::warn("upstream TLS", format!("plain http to {host}: no TLS"))
     };
-    let found = discovery::from_answer(answer.status, &answer.headers, upstream);
+    let found = iap::from_answer(answer.status, &answer.headers, upstream);
     let iap = match &found {
-        Some(Found::IapClientId(id)) => Step::ok(
+        Some(Discovered::IapClientId(id)) => Step::ok(
             "IAP",
             format!("the upstream answers like IAP; its OAuth client ID is {id}"),
         ),
-        Some(Found::CloudRunUrl(url)) => Step::warn(
+        Some(Discovered::CloudRunUrl(url)) => Step::warn(
             "IAP",
             format!(
                 "no IAP sign-in redirect (answered {}); as a Cloud Run service its audience is {url}",

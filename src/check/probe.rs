@@ -11,11 +11,10 @@ use rustls::CertificateError;
 use url::Url;
 
 use crate::config::AuthHeader;
-use crate::error::chain;
-use crate::headers::set_token;
-use crate::upstream::UpstreamClient;
-
-const IAP_GENERATED: &str = "x-goog-iap-generated-response";
+use crate::iap;
+use crate::outbound::chain;
+use crate::outbound::clients::UpstreamClient;
+use crate::proxy::headers::set_token;
 /// IAP's error pages are short; the hints are in their first lines.
 const MAX_IAP_BODY: usize = 4096;
 
@@ -36,13 +35,13 @@ pub(super) enum Reach {
 
 #[derive(Debug)]
 pub(super) struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
     /// Carries `x-goog-iap-generated-response: true`: IAP answered, not the app.
-    pub by_iap: bool,
+    pub(crate) by_iap: bool,
     /// The start of the body, only when IAP generated the answer: an app's body could echo
     /// the request's headers, token included, so it is never read.
-    pub iap_body: String,
+    pub(crate) iap_body: String,
 }
 
 /// GETs `upstream` (its own path; redirects are not followed), with `token` in `header`
@@ -67,10 +66,7 @@ pub(super) async fn get(
             Err(e) => return classify(&e),
         };
         let (parts, body) = response.into_parts();
-        let by_iap = parts
-            .headers
-            .get(IAP_GENERATED)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        let by_iap = iap::generated(&parts.headers);
         let iap_body = if by_iap {
             let bytes = Limited::new(body, MAX_IAP_BODY)
                 .collect()

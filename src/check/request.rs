@@ -13,10 +13,10 @@ use crate::config::AuthHeader;
 
 /// What the request step needs to know beside the answer.
 pub(super) struct Sent<'a> {
-    pub claims: &'a Claims,
-    pub iap_audience: Option<&'a str>,
-    pub user_login: bool,
-    pub header: AuthHeader,
+    pub(crate) claims: &'a Claims,
+    pub(crate) iap_audience: Option<&'a str>,
+    pub(crate) user_login: bool,
+    pub(crate) header: AuthHeader,
 }
 
 /// The authenticated GET: success is any answer IAP did not generate, below 500.

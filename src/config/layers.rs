@@ -304,8 +304,7 @@ impl Layered {
             );
             return None;
         };
-        // to_canonical: ::ffff:127.0.0.1 is loopback too.
-        if !allow_non_loopback && !addr.ip().to_canonical().is_loopback() {
+        if !allow_non_loopback && !is_loopback_ip(addr.ip()) {
             self.problem(
                 key,
                 "not a loopback address, and the proxy adds credentials to every request: anyone who \
@@ -378,9 +377,7 @@ impl Layered {
                 problems.push("has no host; use e.g. https://app.example.com");
                 false
             }
-            Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(Host::Ipv6(ip)) => IpAddr::V6(ip).to_canonical().is_loopback(),
+            Some(host) => is_loopback_host(host),
         };
         match url.scheme() {
             "https" => {}

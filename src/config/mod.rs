@@ -2,26 +2,27 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use ::config::{Config, ConfigError, Environment, File, FileFormat, Map, Source, Value, ValueKind};
-use url::{Host, Url};
+use url::Url;
 
 mod cli;
-mod credential_keys;
+mod keys;
 mod layers;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod values;
 
 pub use cli::{CheckArgs, Cli, Command, ProxyArgs, TokenArgs};
 use layers::{Flags, Layered};
 use routes::{ProcessFields, RouteFields};
-
-pub use crate::listener::ListenAddr;
+pub use values::{AuthHeader, ListenAddr, LogFormat, TokenKind};
+pub(crate) use values::{is_loopback_host, is_loopback_ip};
 
 /// The name of the route made of the top-level settings.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -32,107 +33,6 @@ pub const AUDIENCE_AUTO: &str = "auto";
 
 /// Exit status for bad flags or settings (`EX_USAGE` from sysexits.h).
 pub const EXIT_USAGE: i32 = 64;
-
-/// Which request header carries the ID token to IAP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AuthHeader {
-    /// `Authorization: Bearer <token>` (the usual choice).
-    Authorization,
-    /// `Proxy-Authorization: Bearer <token>`, leaving `Authorization` to the application.
-    ProxyAuthorization,
-    /// `X-Serverless-Authorization: Bearer <token>`, for Cloud Run (which checks it before
-    /// `Authorization`), leaving `Authorization` to the application.
-    XServerlessAuthorization,
-}
-
-impl AuthHeader {
-    pub fn header_name(self) -> http::HeaderName {
-        match self {
-            AuthHeader::Authorization => http::header::AUTHORIZATION,
-            AuthHeader::ProxyAuthorization => http::header::PROXY_AUTHORIZATION,
-            AuthHeader::XServerlessAuthorization => {
-                http::HeaderName::from_static("x-serverless-authorization")
-            }
-        }
-    }
-}
-
-impl fmt::Display for AuthHeader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.header_name().as_str())
-    }
-}
-
-impl FromStr for AuthHeader {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "authorization" => Ok(AuthHeader::Authorization),
-            "proxy-authorization" => Ok(AuthHeader::ProxyAuthorization),
-            "x-serverless-authorization" => Ok(AuthHeader::XServerlessAuthorization),
-            _ => Err(
-                "expected authorization, proxy-authorization or x-serverless-authorization".into(),
-            ),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        })
-    }
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err("expected text or json".into()),
-        }
-    }
-}
-
-/// What kind of token the proxy sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TokenKind {
-    /// A Google-signed ID token for the audience (the usual choice).
-    IdToken,
-    /// A JWT the service account key signs itself, `aud` = the upstream origin + `/*`.
-    SelfSignedJwt,
-}
-
-impl fmt::Display for TokenKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TokenKind::IdToken => "id-token",
-            TokenKind::SelfSignedJwt => "self-signed-jwt",
-        })
-    }
-}
-
-impl FromStr for TokenKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "id-token" => Ok(TokenKind::IdToken),
-            "self-signed-jwt" => Ok(TokenKind::SelfSignedJwt),
-            _ => Err("expected id-token or self-signed-jwt".into()),
-        }
-    }
-}
 
 /// The process environment, injected so tests never call `set_var`.
 #[derive(Debug, Clone, Default)]

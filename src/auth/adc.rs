@@ -1,0 +1,321 @@
+//! Which credential to use, found the way Google's libraries find it: `--credentials`,
+//! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, then the metadata server. The
+//! file's `type` then picks the source, and impersonation or self-signing wrap it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use super::{AuthError, TokenHttp, TokenSource, build};
+use crate::config::{Env, TokenKind};
+
+/// `--credentials gcloud` means the gcloud CLI; write `./gcloud` for a file of that name.
+pub(crate) const GCLOUD: &str = "gcloud";
+const ADC_FILE: &str = "application_default_credentials.json";
+const METADATA_HOST: &str = "metadata.google.internal";
+/// Off Google Cloud the probe is pure waiting, so keep it short.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Everything that decides the source.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceOptions<'a> {
+    pub(crate) credentials: Option<&'a Path>,
+    pub(crate) audience: &'a str,
+    /// `EMAIL[,DELEGATE…]`; empty for none.
+    pub(crate) impersonate: &'a [String],
+    pub(crate) iam_endpoint: &'a Url,
+    pub(crate) token_kind: TokenKind,
+    /// Needed by `TokenKind::SelfSignedJwt` (its `aud`).
+    pub(crate) upstream: Option<&'a Url>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    File { path: PathBuf, origin: &'static str },
+    Gcloud,
+    Metadata { host: String },
+}
+
+/// The credential files to try, in order, and what was looked at on the way.
+pub(crate) fn find_file(
+    explicit: Option<&Path>,
+    env: &Env,
+    looked: &mut Vec<String>,
+) -> Option<Found> {
+    if let Some(path) = explicit {
+        if path == Path::new(GCLOUD) {
+            return Some(Found::Gcloud);
+        }
+        return Some(Found::File {
+            path: path.to_path_buf(),
+            origin: "--credentials",
+        });
+    }
+    looked.push("  - --credentials: not given".into());
+    if let Some(path) = env.get("GOOGLE_APPLICATION_CREDENTIALS") {
+        // Named explicitly: a missing file is an error, not a reason to look further.
+        return Some(Found::File {
+            path: PathBuf::from(path),
+            origin: "GOOGLE_APPLICATION_CREDENTIALS",
+        });
+    }
+    looked.push("  - GOOGLE_APPLICATION_CREDENTIALS: not set".into());
+    let dir = match (env.get("CLOUDSDK_CONFIG"), env.get("HOME")) {
+        (Some(dir), _) => Some(PathBuf::from(dir)),
+        (None, Some(home)) => Some(Path::new(home).join(".config").join("gcloud")),
+        (None, None) => None,
+    };
+    match dir.map(|d| d.join(ADC_FILE)) {
+        Some(path) if path.is_file() => {
+            return Some(Found::File {
+                path,
+                origin: "gcloud's application default credentials",
+            });
+        }
+        Some(path) => looked.push(format!("  - gcloud's ADC file {}: absent", path.display())),
+        None => {
+            looked.push("  - gcloud's ADC file: neither CLOUDSDK_CONFIG nor HOME is set".into())
+        }
+    }
+    None
+}
+
+pub(crate) fn metadata_host(env: &Env) -> String {
+    env.get("GCE_METADATA_HOST")
+        .map(|h| h.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .filter(|h| !h.is_empty())
+        .unwrap_or(METADATA_HOST)
+        .to_owned()
+}
+
+/// `GET http://HOST/` with `Metadata-Flavor: Google`: a metadata server answers 200 and
+/// echoes the header. Err is why not, for the "looked at" list.
+pub(crate) async fn probe_metadata(host: &str) -> Result<(), String> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(format!("http://{host}/"))
+        .header("metadata-flavor", "Google")
+        .body(Empty::new())
+        .map_err(|e| format!("not a valid host ({e})"))?;
+    let response = tokio::time::timeout(PROBE_TIMEOUT, client.request(request))
+        .await
+        .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
+        .map_err(|e| format!("unreachable ({e})"))?;
+    let flavor = response.headers().get("metadata-flavor");
+    if response.status() == http::StatusCode::OK && flavor.is_some_and(|v| v == "Google") {
+        Ok(())
+    } else {
+        Err(format!(
+            "answered {} without Metadata-Flavor: Google",
+            response.status()
+        ))
+    }
+}
+
+pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found, AuthError> {
+    let mut looked = Vec::new();
+    if let Some(found) = find_file(explicit, env, &mut looked) {
+        return Ok(found);
+    }
+    let host = metadata_host(env);
+    match probe_metadata(&host).await {
+        Ok(()) => Ok(Found::Metadata { host }),
+        Err(why) => {
+            looked.push(format!("  - the metadata server at {host}: {why}"));
+            Err(AuthError::NotFound {
+                looked: looked.join("\n"),
+            })
+        }
+    }
+}
+
+/// Finds the credential, checks it now (a bad file stops start-up), and builds its source.
+pub(crate) async fn source_from_settings(
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let chosen = choose_source(opts, env, http).await?;
+    tracing::info!(source = %chosen.source.describe(), found_by = chosen.found_by, audience = %opts.audience, "credential source chosen");
+    Ok(chosen.source)
+}
+
+/// A built source and how it was found: what `iap-proxy check` tells the user.
+pub(crate) struct Chosen {
+    pub(crate) source: Arc<dyn TokenSource>,
+    /// `--credentials`, `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud's application default
+    /// credentials`, `--credentials gcloud` or `metadata server probe`.
+    pub(crate) found_by: &'static str,
+    /// The credentials file, when the source was read from one.
+    pub(crate) file: Option<PathBuf>,
+}
+
+/// [`source_from_settings`], keeping how the credential was found.
+pub(crate) async fn choose_source(
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Chosen, AuthError> {
+    let found = discover(opts.credentials, env).await?;
+    let (found_by, file) = match &found {
+        Found::File { origin, path } => (*origin, Some(path.clone())),
+        Found::Gcloud => ("--credentials gcloud", None),
+        Found::Metadata { .. } => ("metadata server probe", None),
+    };
+    let source = build::build(found, opts, env, http)?;
+    Ok(Chosen {
+        source,
+        found_by,
+        file,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::token_http::test_server;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn tmp() -> Tmp {
+        let dir = std::env::temp_dir().join(format!(
+            "iap-proxy-discovery-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Tmp(dir)
+    }
+    fn adc_in(dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(ADC_FILE);
+        std::fs::write(&path, "{}").unwrap();
+        path
+    }
+
+    #[test]
+    fn discovery_order() {
+        let t = tmp();
+        let explicit = t.0.join("explicit.json");
+        let gac = t.0.join("gac.json");
+        let cloudsdk = t.0.join("cloudsdk");
+        let cloudsdk_adc = adc_in(&cloudsdk);
+        let home = t.0.join("home");
+        let home_adc = adc_in(&home.join(".config").join("gcloud"));
+        let empty_sdk = t.0.join("empty-sdk");
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        let file = |path: &Path, origin| {
+            Some(Found::File {
+                path: path.to_path_buf(),
+                origin,
+            })
+        };
+        let adc = "gcloud's application default credentials";
+        type Case<'a> = (Option<&'a Path>, Vec<(&'a str, String)>, Option<Found>);
+        let cases: Vec<Case> = vec![
+            (
+                Some(&explicit),
+                vec![
+                    ("GOOGLE_APPLICATION_CREDENTIALS", s(&gac)),
+                    ("HOME", s(&home)),
+                ],
+                file(&explicit, "--credentials"),
+            ),
+            (
+                Some(Path::new("gcloud")),
+                vec![("HOME", s(&home))],
+                Some(Found::Gcloud),
+            ),
+            (
+                None,
+                vec![
+                    ("GOOGLE_APPLICATION_CREDENTIALS", s(&gac)),
+                    ("CLOUDSDK_CONFIG", s(&cloudsdk)),
+                ],
+                file(&gac, "GOOGLE_APPLICATION_CREDENTIALS"),
+            ),
+            (
+                None,
+                vec![("CLOUDSDK_CONFIG", s(&cloudsdk)), ("HOME", s(&home))],
+                file(&cloudsdk_adc, adc),
+            ),
+            (None, vec![("HOME", s(&home))], file(&home_adc, adc)),
+            // CLOUDSDK_CONFIG replaces ~/.config/gcloud, as in gcloud itself.
+            (
+                None,
+                vec![("CLOUDSDK_CONFIG", s(&empty_sdk)), ("HOME", s(&home))],
+                None,
+            ),
+            (None, vec![("HOME", s(&t.0))], None),
+            (None, vec![], None),
+        ];
+        for (i, (explicit, env, want)) in cases.into_iter().enumerate() {
+            let mut looked = Vec::new();
+            let got = find_file(explicit, &Env::from_pairs(env), &mut looked);
+            assert_eq!(got, want, "case {i}");
+            if got.is_none() {
+                assert_eq!(looked.len(), 3, "case {i}: {looked:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_probe_and_the_nothing_found_message() {
+        let addr = test_server::serve(|req| {
+            let ok = req
+                .headers()
+                .get("metadata-flavor")
+                .is_some_and(|v| v == "Google");
+            let b = http::Response::builder();
+            if ok && req.uri().path() == "/" {
+                b.header("metadata-flavor", "Google")
+                    .body(String::new())
+                    .unwrap()
+            } else {
+                b.status(403).body("no".into()).unwrap()
+            }
+        })
+        .await;
+        let env = Env::from_pairs([("GCE_METADATA_HOST", addr.to_string())]);
+        let found = discover(None, &env).await.unwrap();
+        assert_eq!(
+            found,
+            Found::Metadata {
+                host: addr.to_string()
+            }
+        );
+
+        // Something that answers, but is not a metadata server.
+        let other = test_server::serve(|_| http::Response::new("hello".into())).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        for host in [other.to_string(), closed_addr.to_string()] {
+            let env = Env::from_pairs([
+                ("GCE_METADATA_HOST", host.as_str()),
+                ("HOME", "/nonexistent-home"),
+            ]);
+            let err = discover(None, &env).await.unwrap_err().to_string();
+            for needle in [
+                "--credentials",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "/nonexistent-home/.config/gcloud/application_default_credentials.json",
+                host.as_str(),
+                "gcloud auth application-default login",
+                "gcloud iam service-accounts keys create",
+                "Google Cloud",
+            ] {
+                assert!(err.contains(needle), "{needle} missing:\n{err}");
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Operating the proxy: the admin endpoints, Prometheus metrics, the access log and the
+//! process's logging.
+
+pub(crate) mod access_log;
+pub(crate) mod admin;
+pub(crate) mod metrics;
+pub mod telemetry;

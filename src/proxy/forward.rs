@@ -1,0 +1,327 @@
+//! One request's way: rewrite it for the fixed upstream, put the token on it, forward it,
+//! and stream the answer back.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Either, Empty};
+use hyper::body::Incoming;
+use url::Url;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::body::ResBody;
+use super::error::ProxyError;
+use super::{headers, upgrade};
+use crate::auth::TokenCache;
+use crate::config::{AuthHeader, Settings};
+use crate::iap;
+use crate::ops::metrics::{Metrics, RouteLabels};
+use crate::outbound::body::{CountingBody, ReqBody};
+use crate::outbound::chain;
+use crate::outbound::clients::{Clients, UpstreamClient};
+
+/// Everything a request needs, shared by every connection of one route.
+pub(crate) struct Shared {
+    pub(crate) upstream: Url,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without its trailing slash, prefixed to every request path.
+    base_path: String,
+    pub(crate) clients: Clients,
+    pub(crate) tokens: TokenCache,
+    pub(crate) header: AuthHeader,
+    pub(crate) rewrite_redirects: bool,
+    pub(crate) upstream_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    /// Used in rewritten redirects when the client sent no Host.
+    pub(crate) listen_host: String,
+    /// This route's metric handles, looked up once rather than per request.
+    upstream_latency: Histogram,
+    bytes_in: Counter,
+    bytes_out: Counter,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        route: &Settings,
+        clients: Clients,
+        tokens: TokenCache,
+        listen_host: String,
+        metrics: &Metrics,
+    ) -> Result<Shared, String> {
+        let upstream = route.upstream.clone();
+        let scheme =
+            Scheme::try_from(upstream.scheme()).map_err(|e| format!("upstream scheme: {e}"))?;
+        let host = upstream.host_str().ok_or("upstream URL has no host")?;
+        let authority = match upstream.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let authority =
+            Authority::try_from(authority).map_err(|e| format!("upstream authority: {e}"))?;
+        let base_path = upstream.path().trim_end_matches('/').to_string();
+        let labels = RouteLabels {
+            route: route.name.as_str().into(),
+        };
+        Ok(Shared {
+            upstream,
+            scheme,
+            authority,
+            base_path,
+            clients,
+            tokens,
+            header: route.header,
+            rewrite_redirects: route.rewrite_redirects,
+            upstream_timeout: route.upstream_timeout,
+            max_header_bytes: route.max_header_bytes,
+            listen_host,
+            upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
+            bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
+            bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
+        })
+    }
+
+    /// The upstream URI for a request: always the configured upstream, whatever authority
+    /// the client named (an absolute-form request cannot steer the token elsewhere).
+    fn target_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let pq = uri
+            .path_and_query()
+            .map(PathAndQuery::as_str)
+            .unwrap_or("/");
+        let pq = if pq.starts_with('/') {
+            pq.to_string()
+        } else {
+            format!("/{pq}")
+        };
+        let pq = PathAndQuery::try_from(format!("{}{pq}", self.base_path))
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream path: {e}")))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))
+    }
+}
+
+/// The per-connection service: knows the client's address for X-Forwarded-For.
+#[derive(Clone)]
+pub(crate) struct Proxy {
+    shared: Arc<Shared>,
+    client: Option<SocketAddr>,
+}
+
+impl Proxy {
+    pub(crate) fn new(shared: Arc<Shared>, client: Option<SocketAddr>) -> Proxy {
+        Proxy { shared, client }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ResBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ResBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        let client = self.client;
+        Box::pin(async move {
+            Ok(match forward(&shared, client, req).await {
+                Ok(res) => res,
+                Err(err) => {
+                    tracing::warn!(code = err.code(), error = %err, "request not served by the upstream");
+                    err.into_response()
+                }
+            })
+        })
+    }
+}
+
+async fn forward(
+    shared: &Shared,
+    client: Option<SocketAddr>,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResBody>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest(
+            "CONNECT is not supported: iap-proxy forwards plain requests to its one configured upstream".into(),
+        ));
+    }
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if size > shared.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            size,
+            limit: shared.max_header_bytes,
+        });
+    }
+    let upgrade = upgrade::requested(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    // Fetch the token before touching the body: without one nothing is forwarded.
+    let token = shared.tokens.get().await?;
+
+    let client_version = req.version();
+    let (parts, body) = req.into_parts();
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let replayable = replayable(&body);
+    let body = CountingBody::new(body, shared.bytes_in.clone());
+    let mut out = Request::new(Either::Left(body));
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = shared.target_uri(&parts.uri)?;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = parts.headers;
+    let h = out.headers_mut();
+    headers::strip_hop_by_hop(h, true);
+    h.remove(header::HOST);
+    headers::set_forwarded(h, client.map(|c| c.ip()), original_host.as_ref());
+    headers::set_token(h, shared.header, token.bearer());
+    if let Some(proto) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+
+    let http = if client_version == Version::HTTP_2 && upgrade.is_none() {
+        &shared.clients.main
+    } else {
+        &shared.clients.http1
+    };
+    // Kept only for a bodiless request, the one kind that can be sent again.
+    let replay = replayable.then(|| {
+        (
+            out.method().clone(),
+            out.uri().clone(),
+            out.headers().clone(),
+        )
+    });
+    let mut res = send(shared, http, out).await?;
+    if let Some((method, uri, mut again_headers)) = replay {
+        if iap::refused_token(res.status(), res.headers()) {
+            match shared.tokens.force_refresh(&token).await {
+                Ok(fresh) => {
+                    tracing::info!(%method, "IAP refused the token (401); replaying once with a fresh one");
+                    headers::set_token(&mut again_headers, shared.header, fresh.bearer());
+                    let mut again = Request::new(Either::Right(Empty::new()));
+                    *again.method_mut() = method;
+                    *again.uri_mut() = uri;
+                    *again.version_mut() = Version::HTTP_11;
+                    *again.headers_mut() = again_headers;
+                    res = send(shared, http, again).await?;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "IAP refused the token (401) and no fresh one came; passing the 401 on");
+                }
+            }
+        }
+    }
+
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            tokio::spawn(upgrade::tunnel(client_upgrade, upstream_upgrade));
+            let (mut parts, _) = res.into_parts();
+            let proto = parts.headers.get(header::UPGRADE).cloned();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(proto) = proto {
+                parts.headers.insert(header::UPGRADE, proto);
+            }
+            parts.version = client_version;
+            return Ok(Response::from_parts(
+                parts,
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            ));
+        }
+    }
+
+    let (mut parts, body) = res.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    if shared.rewrite_redirects {
+        if let Some(location) = parts.headers.get(header::LOCATION) {
+            let host = original_host
+                .as_ref()
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+                .unwrap_or_else(|| shared.listen_host.clone());
+            if let Some(new) = headers::rewrite_location(location, &shared.upstream, &host) {
+                parts.headers.insert(header::LOCATION, new);
+            }
+        }
+    }
+    parts.version = client_version;
+    let body = CountingBody::new(body, shared.bytes_out.clone());
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+async fn send(
+    shared: &Shared,
+    http: &UpstreamClient,
+    out: Request<ReqBody>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(shared.upstream_timeout, http.request(out)).await;
+    shared
+        .upstream_latency
+        .observe(started.elapsed().as_secs_f64());
+    match sent {
+        Err(_elapsed) => Err(ProxyError::UpstreamTimeout {
+            upstream: shared.upstream.to_string(),
+            waited: shared.upstream_timeout,
+        }),
+        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect {
+            upstream: shared.upstream.to_string(),
+            reason: chain(&err),
+        }),
+        Ok(Err(err)) => Err(ProxyError::UpstreamFailed {
+            upstream: shared.upstream.to_string(),
+            reason: chain(&err),
+        }),
+        Ok(Ok(res)) => Ok(res),
+    }
+}
+
+/// A request whose body is known to be empty (no Content-Length above 0, no chunked
+/// body, or END_STREAM on HTTP/2 headers) can be sent again: nothing was consumed.
+fn replayable<B: http_body::Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Full, StreamBody};
+
+    #[test]
+    fn only_empty_bodies_are_replayable() {
+        assert!(replayable(&Empty::<Bytes>::new()));
+        assert!(replayable(&Full::new(Bytes::new())));
+        assert!(!replayable(&Full::new(Bytes::from_static(b"x"))));
+        // A streamed body of unknown length is never replayed, even if it turns out empty.
+        let stream = futures_util::stream::empty::<Result<http_body::Frame<Bytes>, Infallible>>();
+        assert!(!replayable(&StreamBody::new(stream)));
+    }
+}

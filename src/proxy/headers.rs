@@ -1,0 +1,231 @@
+//! Header rewriting in both directions: hop-by-hop removal, forwarding headers, the token
+//! header, and `Location` rewriting.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use crate::config::AuthHeader;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// pre-standard ones still seen in the wild.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`. `TE: trailers` is
+/// kept on requests: gRPC needs it end to end and it says nothing about this hop.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Most requests name nothing in Connection: collect only when there is something to find.
+    let named: Vec<HeaderName> = if headers.contains_key(header::CONNECTION) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wants_trailers = keep_te_trailers
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Sets X-Forwarded-For (appended, as nginx's `$proxy_add_x_forwarded_for` does),
+/// X-Forwarded-Proto and X-Forwarded-Host.
+pub(crate) fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    original_host: Option<&HeaderValue>,
+) {
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    if let Some(ip) = client {
+        let value = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(XFF, value);
+        }
+    }
+    headers.insert(XFP, HeaderValue::from_static("http"));
+    match original_host {
+        Some(host) => {
+            headers.insert(XFH, host.clone());
+        }
+        None => {
+            headers.remove(XFH);
+        }
+    }
+}
+
+/// Puts the token in its header, replacing whatever the client sent there: a client's
+/// value must never be appended to, or travel beside, ours. The other modes leave the
+/// client's own `Authorization` untouched, for the application behind IAP.
+pub(crate) fn set_token(headers: &mut HeaderMap, mode: AuthHeader, bearer: &HeaderValue) {
+    const SERVERLESS: HeaderName = HeaderName::from_static("x-serverless-authorization");
+    let name = match mode {
+        AuthHeader::Authorization => header::AUTHORIZATION,
+        AuthHeader::ProxyAuthorization => header::PROXY_AUTHORIZATION,
+        AuthHeader::XServerlessAuthorization => SERVERLESS,
+    };
+    headers.insert(name, bearer.clone());
+}
+
+/// Rewrites a `Location` on the upstream's origin to the proxy's own address, so the
+/// client's next request comes back through the proxy (and gets a token) instead of going
+/// to IAP directly. Relative locations and other origins are left alone.
+pub(crate) fn rewrite_location(
+    value: &HeaderValue,
+    upstream: &Url,
+    proxy_host: &str,
+) -> Option<HeaderValue> {
+    let location = Url::parse(value.to_str().ok()?).ok()?;
+    let same_origin = location.scheme() == upstream.scheme()
+        && location.host_str() == upstream.host_str()
+        && location.port_or_known_default() == upstream.port_or_known_default();
+    if !same_origin {
+        return None;
+    }
+    let mut rewritten = format!("http://{proxy_host}{}", location.path());
+    if let Some(q) = location.query() {
+        rewritten.push('?');
+        rewritten.push_str(q);
+    }
+    if let Some(f) = location.fragment() {
+        rewritten.push('#');
+        rewritten.push_str(f);
+    }
+    HeaderValue::try_from(rewritten).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic abc"),
+            ("upgrade", "websocket"),
+            ("te", "trailers, deflate"),
+            ("x-app", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-app"], "kept");
+        assert_eq!(h["te"], "trailers");
+        let mut h = map(&[("te", "gzip")]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_replace() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let host = HeaderValue::from_static("localhost:8080");
+        set_forwarded(&mut h, Some("127.0.0.1".parse().unwrap()), Some(&host));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "localhost:8080");
+    }
+
+    #[test]
+    fn token_replaces_client_value() {
+        let mut h = map(&[
+            ("authorization", "Bearer client"),
+            ("authorization", "Basic x"),
+        ]);
+        set_token(
+            &mut h,
+            AuthHeader::Authorization,
+            &HeaderValue::from_static("Bearer ours"),
+        );
+        assert_eq!(
+            h.get_all("authorization").iter().collect::<Vec<_>>(),
+            ["Bearer ours"]
+        );
+        let mut h = map(&[("authorization", "Bearer app")]);
+        set_token(
+            &mut h,
+            AuthHeader::ProxyAuthorization,
+            &HeaderValue::from_static("Bearer ours"),
+        );
+        assert_eq!(h["authorization"], "Bearer app");
+        assert_eq!(h["proxy-authorization"], "Bearer ours");
+        let mut h = map(&[
+            ("authorization", "Bearer app"),
+            ("x-serverless-authorization", "Bearer client"),
+            ("x-serverless-authorization", "Bearer client2"),
+        ]);
+        set_token(
+            &mut h,
+            AuthHeader::XServerlessAuthorization,
+            &HeaderValue::from_static("Bearer ours"),
+        );
+        assert_eq!(h["authorization"], "Bearer app");
+        assert_eq!(
+            h.get_all("x-serverless-authorization")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["Bearer ours"]
+        );
+    }
+
+    #[test]
+    fn location_rewrite_only_on_upstream_origin() {
+        let up = Url::parse("https://app.example.com").unwrap();
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let got = rewrite_location(
+            &v("https://app.example.com/a/b?x=1#f"),
+            &up,
+            "127.0.0.1:8080",
+        );
+        assert_eq!(got.unwrap(), "http://127.0.0.1:8080/a/b?x=1#f");
+        assert!(rewrite_location(&v("https://app.example.com:8443/a"), &up, "h").is_none());
+        assert!(rewrite_location(&v("http://app.example.com/a"), &up, "h").is_none());
+        assert!(rewrite_location(&v("https://accounts.google.com/o"), &up, "h").is_none());
+        assert!(rewrite_location(&v("/relative"), &up, "h").is_none());
+    }
+}

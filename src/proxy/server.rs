@@ -1,0 +1,197 @@
+//! Serving one route's listener: accept (up to `--max-connections`), HTTP/1.1 and h2c on
+//! each connection, drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Request, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use super::client_secret::{ClientSecret, RequireSecretLayer};
+use super::error::ProxyError;
+use super::forward::{Proxy, Shared};
+use super::listener::{Conn, Listener};
+use super::observe::ObserveLayer;
+use crate::ops::metrics::Metrics;
+
+#[derive(Clone)]
+pub(crate) struct ServerOptions {
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_concurrent_requests: usize,
+    /// The route's name in logs and metrics.
+    pub(crate) route: Arc<str>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Required from clients when set (`--client-secret-file`).
+    pub(crate) client_secret: Option<ClientSecret>,
+    pub(crate) max_connections: usize,
+    /// One log line per request (`--access-log`).
+    pub(crate) access_log: bool,
+}
+
+/// Connections past `--max-connections` still get a 503 that says why, from at most this
+/// many at once and within `REFUSAL_TIME`; past that they are closed unanswered, so a flood
+/// cannot grow memory either.
+const REFUSING_AT_ONCE: usize = 64;
+const REFUSAL_TIME: Duration = Duration::from_secs(5);
+
+/// How the drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every in-flight request finished within the grace period.
+    Clean,
+    /// The grace period ran out with connections still open; they were dropped.
+    TimedOut,
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+/// finish within the grace period.
+pub(crate) async fn serve(
+    listener: Listener,
+    shared: Arc<Shared>,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Drain {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        // hyper answers 431 itself past this; our own check (with the error header) sits at
+        // max_header_bytes, so leave room above it for the request line and the first body bytes.
+        .max_buf_size(opts.max_header_bytes.saturating_mul(2).max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(opts.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+        );
+    let limit = Arc::new(Semaphore::new(opts.max_concurrent_requests));
+    let connections = Arc::new(Semaphore::new(opts.max_connections));
+    let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Running out of file descriptors must not end the proxy: wait and retry.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(held) = connections.clone().try_acquire_owned() else {
+            refuse(&builder, stream, remote, opts.max_connections, &refusing);
+            continue;
+        };
+        let svc = ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(ObserveLayer::new(
+                opts.route.clone(),
+                opts.metrics.clone(),
+                remote,
+                opts.access_log,
+            ))
+            .option_layer(
+                opts.client_secret
+                    .clone()
+                    .map(|s| RequireSecretLayer(Some(s))),
+            )
+            .layer(SetSensitiveResponseHeadersLayer::new([
+                http::header::SET_COOKIE,
+            ]))
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(limit.clone()))
+            .service(Proxy::new(shared.clone(), remote));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn.into_owned());
+        let open = opts.metrics.open_connections.clone();
+        open.inc();
+        tokio::spawn(async move {
+            let _held = held;
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
+            }
+            open.dec();
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = opts.shutdown_grace.as_secs(),
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    match tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => {
+            tracing::info!("drained; exiting");
+            Drain::Clean
+        }
+        Err(_) => {
+            tracing::warn!("grace period ran out with requests still in flight; dropping them");
+            Drain::TimedOut
+        }
+    }
+}
+
+/// The request's span: the path without its query, which often carries signed-URL
+/// secrets or identifiers.
+fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), version = ?req.version())
+}
+
+/// Answers a connection past `--max-connections` with a 503 `too-many-connections` (HTTP/1.1
+/// or h2c, whichever the client speaks) and closes it.
+fn refuse(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: Conn,
+    remote: Option<SocketAddr>,
+    limit: usize,
+    refusing: &Arc<Semaphore>,
+) {
+    tracing::debug!(?remote, limit, "connection over --max-connections refused");
+    let Ok(slot) = refusing.clone().try_acquire_owned() else {
+        return; // dropping the stream closes it
+    };
+    let svc = service_fn(move |_req: Request<Incoming>| async move {
+        let mut res = ProxyError::TooManyConnections { limit }.into_response();
+        // HTTP/1.1: hyper closes after this response (h2: it drops the header itself).
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(res)
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .into_owned();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _ = tokio::time::timeout(REFUSAL_TIME, conn).await;
+    });
+}
+
+fn sensitive() -> [HeaderName; 3] {
+    [
+        http::header::AUTHORIZATION,
+        http::header::PROXY_AUTHORIZATION,
+        http::header::COOKIE,
+    ]
+}

@@ -1,0 +1,47 @@
+//! Upgraded connections (WebSocket): the protocol a client asks for, and the tunnel that
+//! copies bytes both ways once both sides have switched.
+
+use http::{HeaderValue, Request, Version, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::outbound::chain;
+
+/// The protocol a client asks to upgrade to, when it asks in the HTTP/1.1 way.
+pub(super) fn requested(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+pub(super) async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::warn!(error = %chain(&err), "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(
+            bytes_up = up,
+            bytes_down = down,
+            "upgraded connection closed"
+        ),
+        Err(err) => tracing::debug!(error = %err, "upgraded connection ended with an error"),
+    }
+}

@@ -1,0 +1,56 @@
+//! Binding every listener before serving, so a busy port fails start-up at once.
+
+use tokio::net::TcpListener;
+
+use super::error::StartError;
+use crate::config::Settings;
+use crate::proxy::listener::{self, Listener};
+
+/// Every bound listener: one per route, in `Settings::routes` order, and the admin one.
+pub struct Listeners {
+    pub routes: Vec<Listener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(settings: &Settings) -> Result<Listeners, StartError> {
+        Self::bind_routes(Vec::new(), settings).await
+    }
+
+    /// Uses `first` for the first route and binds the rest.
+    pub async fn bind_after(first: Listener, settings: &Settings) -> Result<Listeners, StartError> {
+        Self::bind_routes(vec![first], settings).await
+    }
+
+    async fn bind_routes(
+        mut routes: Vec<Listener>,
+        settings: &Settings,
+    ) -> Result<Listeners, StartError> {
+        for route in settings.routes().skip(routes.len()) {
+            let listener =
+                listener::bind(&route.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        what: format!("route {}", route.name),
+                        addr: route.listen.to_string(),
+                        source,
+                    })?;
+            routes.push(listener);
+        }
+        let admin = match settings.admin_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            what: "the admin listener".into(),
+                            addr: addr.to_string(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Listeners { routes, admin })
+    }
+}

@@ -1,0 +1,172 @@
+//! Start-up and the process's life: build every route (audience, token cache, upstream
+//! clients), serve them, drain on shutdown.
+
+mod error;
+mod listeners;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use error::StartError;
+pub use listeners::Listeners;
+
+use crate::auth::{self, TokenHttp};
+use crate::config::{Env, Settings, TokenSettings};
+use crate::ops::admin::{self, AdminState};
+use crate::ops::metrics::Metrics;
+use crate::outbound::clients::Clients;
+use crate::outbound::egress::Egress;
+use crate::outbound::tls;
+use crate::proxy::client_secret::ClientSecret;
+use crate::proxy::forward::Shared;
+use crate::proxy::listener::{ListenAddr, Listener};
+use crate::proxy::server::{self, Drain, ServerOptions};
+
+/// Serves `settings`' first route on `listener` (other routes and the admin listener bind
+/// their configured addresses) until `shutdown` resolves. A bad credentials file or CA
+/// fails here, before a single request is accepted.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    env: Env,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Drain, StartError> {
+    let listeners = Listeners::bind_after(Listener::Tcp(listener), &settings).await?;
+    serve(listeners, settings, env, shutdown).await
+}
+
+/// Builds every route and serves them until `shutdown` (or `POST /quitquitquit`), then
+/// drains: readiness turns 503 at once, serving goes on for `--max-sigterm-delay`, and
+/// in-flight requests get `--shutdown-grace` to finish.
+pub async fn serve(
+    listeners: Listeners,
+    settings: Settings,
+    env: Env,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Drain, StartError> {
+    let tls = tls::client_config(settings.upstream_ca.as_deref())?;
+    let egress = Egress::from_env(&env)?;
+    let clients = Clients::with_egress(tls.clone(), &egress);
+    let token_http = TokenHttp::with_egress(tls, &egress);
+    let metrics = Arc::new(Metrics::new());
+    let mut caches = routes::Caches::default();
+    let mut servers = Vec::new();
+    let mut admin_routes = Vec::new();
+    for (route, listener) in settings.routes().zip(listeners.routes) {
+        let audience = routes::audience(route, &clients).await?;
+        let tokens = caches
+            .get_or_spawn(route, &audience, &env, &token_http, &metrics)
+            .await?;
+        let local = listener.local_addr().map_err(StartError::Listener)?;
+        let listen_host = match &local {
+            ListenAddr::Tcp(addr) => addr.to_string(),
+            ListenAddr::Unix(_) => "localhost".to_string(),
+        };
+        let shared = Shared::new(
+            route,
+            clients.clone(),
+            tokens.clone(),
+            listen_host,
+            &metrics,
+        )
+        .map_err(|reason| StartError::Upstream {
+            upstream: route.upstream.to_string(),
+            reason,
+        })?;
+        let client_secret = match &route.client_secret_file {
+            Some(path) => Some(ClientSecret::from_file(path)?),
+            None => None,
+        };
+        tracing::info!(
+            route = %route.name,
+            listen = %local,
+            upstream = %route.upstream,
+            %audience,
+            header = ?route.header,
+            client_secret = client_secret.is_some(),
+            "iap-proxy listening"
+        );
+        let name: Arc<str> = route.name.as_str().into();
+        admin_routes.push((name.clone(), tokens));
+        let opts = ServerOptions {
+            shutdown_grace: settings.shutdown_grace,
+            header_read_timeout: settings.header_read_timeout,
+            max_header_bytes: settings.max_header_bytes,
+            max_concurrent_requests: settings.max_concurrent_requests,
+            max_connections: settings.max_connections,
+            access_log: settings.access_log,
+            route: name,
+            metrics: metrics.clone(),
+            client_secret,
+        };
+        servers.push((listener, Arc::new(shared), opts));
+    }
+
+    let admin = AdminState {
+        routes: admin_routes,
+        draining: Arc::new(AtomicBool::new(false)),
+        quit: Arc::new(Notify::new()),
+        metrics,
+    };
+    let admin_task = listeners.admin.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "admin endpoints listening: /healthz /readyz /metrics POST /quitquitquit");
+        }
+        tokio::spawn(admin::serve(l, admin.clone()))
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drains =
+        futures_util::future::join_all(servers.into_iter().map(|(listener, shared, opts)| {
+            let mut stop = stop_rx.clone();
+            server::serve(listener, shared, opts, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+        }));
+    let stopper = async {
+        let delay = tokio::select! {
+            () = shutdown => settings.max_sigterm_delay,
+            () = admin.quit.notified() => Duration::ZERO,
+        };
+        admin.draining.store(true, Ordering::SeqCst);
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_secs = delay.as_secs(),
+                "not ready any more; still serving for --max-sigterm-delay"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        let _ = stop_tx.send(true);
+    };
+    let (results, ()) = tokio::join!(drains, stopper);
+    if let Some(task) = admin_task {
+        task.abort();
+    }
+    Ok(if results.iter().all(|d| *d == Drain::Clean) {
+        Drain::Clean
+    } else {
+        Drain::TimedOut
+    })
+}
+
+/// Fetches one ID token, for `iap-proxy token`.
+pub async fn fetch_token(settings: &TokenSettings, env: &Env) -> Result<auth::IdToken, StartError> {
+    let tls = tls::client_config(settings.upstream_ca.as_deref())?;
+    let http = TokenHttp::with_egress(tls, &Egress::from_env(env)?);
+    let options = auth::SourceOptions {
+        credentials: settings.credentials.as_deref(),
+        audience: &settings.audience,
+        impersonate: &settings.impersonate_service_account,
+        iam_endpoint: &settings.iam_endpoint,
+        token_kind: settings.token_kind,
+        upstream: settings.upstream.as_ref(),
+    };
+    let source = auth::source_from_settings(&options, env, http).await?;
+    Ok(source.fetch().await?)
+}

@@ -1,0 +1,96 @@
+//! Building a route's runtime pieces: its audience and its (possibly shared) token cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use url::Url;
+
+use super::error::StartError;
+use crate::auth::cache::{FetchCounters, RefreshPolicy};
+use crate::auth::{self, TokenCache, TokenHttp};
+use crate::config::{Env, Settings, TokenKind};
+use crate::iap::discovery;
+use crate::ops::metrics::{Metrics, RefreshLabels};
+use crate::outbound::clients::Clients;
+
+/// The route's audience: configured, or discovered from the upstream (`auto`).
+pub(crate) async fn audience(route: &Settings, clients: &Clients) -> Result<String, StartError> {
+    if let Some(audience) = route.explicit_audience() {
+        return Ok(audience.to_owned());
+    }
+    let found = discovery::discover(&clients.main, &route.upstream, route.upstream_timeout).await?;
+    tracing::info!(route = %route.name, audience = %found.audience(), how = ?found, "audience discovered");
+    Ok(found.audience().to_owned())
+}
+
+/// What makes two routes' tokens interchangeable: the same credential asked for the same
+/// token. Routes that agree on all of it share one cache and one refresher.
+#[derive(Hash, PartialEq, Eq)]
+struct CacheKey {
+    credentials: Option<PathBuf>,
+    audience: String,
+    impersonate: Vec<String>,
+    iam_endpoint: Url,
+    token_kind: TokenKind,
+    /// A self-signed JWT's audience is the upstream itself.
+    upstream: Option<Url>,
+}
+
+#[derive(Default)]
+pub(crate) struct Caches(HashMap<CacheKey, TokenCache>);
+
+impl Caches {
+    pub(crate) async fn get_or_spawn(
+        &mut self,
+        route: &Settings,
+        audience: &str,
+        env: &Env,
+        http: &TokenHttp,
+        metrics: &Metrics,
+    ) -> Result<TokenCache, StartError> {
+        let key = CacheKey {
+            credentials: route.credentials.clone(),
+            audience: audience.to_owned(),
+            impersonate: route.impersonate_service_account.clone(),
+            iam_endpoint: route.iam_endpoint.clone(),
+            token_kind: route.token_kind,
+            upstream: (route.token_kind == TokenKind::SelfSignedJwt)
+                .then(|| route.upstream.clone()),
+        };
+        if let Some(cache) = self.0.get(&key) {
+            tracing::info!(route = %route.name, source = %cache.source_name(), "sharing the token of an earlier route");
+            return Ok(cache.clone());
+        }
+        let options = auth::SourceOptions {
+            credentials: route.credentials.as_deref(),
+            audience,
+            impersonate: &route.impersonate_service_account,
+            iam_endpoint: &route.iam_endpoint,
+            token_kind: route.token_kind,
+            upstream: Some(&route.upstream),
+        };
+        let source = auth::source_from_settings(&options, env, http.clone()).await?;
+        let name: Arc<str> = source.describe().into();
+        let counter = |result| {
+            metrics
+                .token_refreshes
+                .get_or_create(&RefreshLabels {
+                    source: name.clone(),
+                    result,
+                })
+                .clone()
+        };
+        let counters = FetchCounters {
+            success: counter("success"),
+            failure: counter("failure"),
+        };
+        let policy = RefreshPolicy {
+            wait: route.token_wait,
+            ..RefreshPolicy::default()
+        };
+        let cache = TokenCache::spawn(source, policy, counters);
+        self.0.insert(key, cache.clone());
+        Ok(cache)
+    }
+}
