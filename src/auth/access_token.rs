@@ -8,7 +8,8 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{AuthError, Secret};
+use super::error::AuthError;
+use super::token::Secret;
 
 /// The scope every access token here is asked for: generateIdToken needs no narrower one.
 pub(crate) const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";

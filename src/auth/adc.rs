@@ -1,19 +1,17 @@
-//! Which credential to use, found the way Google's libraries find it: `--credentials`,
-//! `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, then the metadata server. The
-//! file's `type` then picks the source, and impersonation or self-signing wrap it.
+//! Which credential to use, found the way Google's libraries find it (Application Default
+//! Credentials): `--credentials`, `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file,
+//! then the metadata server.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use url::Url;
 
-use super::{AuthError, TokenHttp, TokenSource, build};
-use crate::config::{Env, TokenKind};
+use super::error::AuthError;
+use crate::config::Env;
 
 /// `--credentials gcloud` means the gcloud CLI; write `./gcloud` for a file of that name.
 pub(crate) const GCLOUD: &str = "gcloud";
@@ -21,19 +19,6 @@ const ADC_FILE: &str = "application_default_credentials.json";
 const METADATA_HOST: &str = "metadata.google.internal";
 /// Off Google Cloud the probe is pure waiting, so keep it short.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
-
-/// Everything that decides the source.
-#[derive(Debug, Clone)]
-pub(crate) struct SourceOptions<'a> {
-    pub(crate) credentials: Option<&'a Path>,
-    pub(crate) audience: &'a str,
-    /// `EMAIL[,DELEGATE…]`; empty for none.
-    pub(crate) impersonate: &'a [String],
-    pub(crate) iam_endpoint: &'a Url,
-    pub(crate) token_kind: TokenKind,
-    /// Needed by `TokenKind::SelfSignedJwt` (its `aud`).
-    pub(crate) upstream: Option<&'a Url>,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -132,47 +117,6 @@ pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found
             })
         }
     }
-}
-
-/// Finds the credential, checks it now (a bad file stops start-up), and builds its source.
-pub(crate) async fn source_from_settings(
-    opts: &SourceOptions<'_>,
-    env: &Env,
-    http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, AuthError> {
-    let chosen = choose_source(opts, env, http).await?;
-    tracing::info!(source = %chosen.source.describe(), found_by = chosen.found_by, audience = %opts.audience, "credential source chosen");
-    Ok(chosen.source)
-}
-
-/// A built source and how it was found: what `iap-proxy check` tells the user.
-pub(crate) struct Chosen {
-    pub(crate) source: Arc<dyn TokenSource>,
-    /// `--credentials`, `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud's application default
-    /// credentials`, `--credentials gcloud` or `metadata server probe`.
-    pub(crate) found_by: &'static str,
-    /// The credentials file, when the source was read from one.
-    pub(crate) file: Option<PathBuf>,
-}
-
-/// [`source_from_settings`], keeping how the credential was found.
-pub(crate) async fn choose_source(
-    opts: &SourceOptions<'_>,
-    env: &Env,
-    http: TokenHttp,
-) -> Result<Chosen, AuthError> {
-    let found = discover(opts.credentials, env).await?;
-    let (found_by, file) = match &found {
-        Found::File { origin, path } => (*origin, Some(path.clone())),
-        Found::Gcloud => ("--credentials gcloud", None),
-        Found::Metadata { .. } => ("metadata server probe", None),
-    };
-    let source = build::build(found, opts, env, http)?;
-    Ok(Chosen {
-        source,
-        found_by,
-        file,
-    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! From a found credential to a token source: the file's `type` picks the source, and
 //! `--impersonate-service-account` or `--token-kind self-signed-jwt` wrap it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use url::Url;
 
 use super::access_token::AccessTokenSource;
-use super::adc::{Found, SourceOptions};
+use super::adc::{self, Found};
+use super::error::AuthError;
 use super::file::CredFile;
 use super::sources::authorized_user::AuthorizedUser;
 use super::sources::external_account::ExternalAccount;
@@ -15,8 +17,63 @@ use super::sources::impersonated::{self, Chain, Impersonated};
 use super::sources::metadata::Metadata;
 use super::sources::self_signed::SelfSigned;
 use super::sources::service_account::ServiceAccount;
-use super::{AuthError, TokenHttp, TokenSource};
+use super::token::TokenSource;
+use super::token_http::TokenHttp;
 use crate::config::{Env, TokenKind};
+
+/// Everything that decides the source.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceOptions<'a> {
+    pub(crate) credentials: Option<&'a Path>,
+    pub(crate) audience: &'a str,
+    /// `EMAIL[,DELEGATE…]`; empty for none.
+    pub(crate) impersonate: &'a [String],
+    pub(crate) iam_endpoint: &'a Url,
+    pub(crate) token_kind: TokenKind,
+    /// Needed by `TokenKind::SelfSignedJwt` (its `aud`).
+    pub(crate) upstream: Option<&'a Url>,
+}
+
+/// Finds the credential, checks it now (a bad file stops start-up), and builds its source.
+pub(crate) async fn source_from_settings(
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, AuthError> {
+    let chosen = choose_source(opts, env, http).await?;
+    tracing::info!(source = %chosen.source.describe(), found_by = chosen.found_by, audience = %opts.audience, "credential source chosen");
+    Ok(chosen.source)
+}
+
+/// A built source and how it was found: what `iap-proxy check` tells the user.
+pub(crate) struct Chosen {
+    pub(crate) source: Arc<dyn TokenSource>,
+    /// `--credentials`, `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud's application default
+    /// credentials`, `--credentials gcloud` or `metadata server probe`.
+    pub(crate) found_by: &'static str,
+    /// The credentials file, when the source was read from one.
+    pub(crate) file: Option<PathBuf>,
+}
+
+/// [`source_from_settings`], keeping how the credential was found.
+pub(crate) async fn choose_source(
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Chosen, AuthError> {
+    let found = adc::discover(opts.credentials, env).await?;
+    let (found_by, file) = match &found {
+        Found::File { origin, path } => (*origin, Some(path.clone())),
+        Found::Gcloud => ("--credentials gcloud", None),
+        Found::Metadata { .. } => ("metadata server probe", None),
+    };
+    let source = build(found, opts, env, http)?;
+    Ok(Chosen {
+        source,
+        found_by,
+        file,
+    })
+}
 
 fn not_self_signed(opts: &SourceOptions<'_>, what: &str) -> Result<(), AuthError> {
     match opts.token_kind {

@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{IdToken, TokenSource};
+use super::token::{IdToken, TokenSource};
 
 /// When to refresh and how to retry. The defaults suit Google's one-hour tokens and still
 /// behave for the two-second tokens tests use.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::AuthError;
+use super::error::AuthError;
 use super::token_http;
 
 /// A parsed credentials file (or a nested credentials object of one).

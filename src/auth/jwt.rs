@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::AuthError;
+use super::error::AuthError;
 
 /// Some issuers pad their segments although RFC 7515 says not to; accept both.
 const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(

@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::config::is_loopback_host;
 
-use super::AuthError;
+use super::error::AuthError;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token answers are a few KiB; anything far larger is not a token endpoint.

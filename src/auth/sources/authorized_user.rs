@@ -9,9 +9,11 @@ use serde_json::Value;
 use url::Url;
 
 use crate::auth::access_token::{AccessToken, AccessTokenSource};
+use crate::auth::error::AuthError;
 use crate::auth::file::CredFile;
+use crate::auth::jwt;
+use crate::auth::token::{IdToken, Secret, TokenSource};
 use crate::auth::token_http::{self, TokenHttp};
-use crate::auth::{AuthError, IdToken, Secret, TokenSource, jwt};
 
 pub(crate) const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 

@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::auth::{Secret, token_http};
+use crate::auth::token::Secret;
+use crate::auth::token_http;
 
 /// Google's executable-sourced credential response. `Ok(None)`: valid but expired.
 /// From a cache file an `expiration_time` is required (else the entry cannot be trusted).

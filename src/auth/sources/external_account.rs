@@ -13,9 +13,10 @@ use url::Url;
 use super::executable::parse_executable_response;
 use super::impersonated;
 use crate::auth::access_token::{AccessToken, AccessTokenSource, CLOUD_PLATFORM};
+use crate::auth::error::AuthError;
 use crate::auth::file::CredFile;
+use crate::auth::token::Secret;
 use crate::auth::token_http::{self, TokenHttp};
-use crate::auth::{AuthError, Secret};
 use crate::config::Env;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

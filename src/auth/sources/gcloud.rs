@@ -7,7 +7,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::impersonated::Chain;
-use crate::auth::{AuthError, IdToken, TokenSource, jwt, token_http};
+use crate::auth::error::AuthError;
+use crate::auth::token::{IdToken, TokenSource};
+use crate::auth::{jwt, token_http};
 use crate::config::Env;
 
 /// gcloud may refresh its own credentials first; give it time, but not forever.

@@ -6,8 +6,10 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::auth::access_token::{AccessTokenSource, CachedAccess};
+use crate::auth::error::AuthError;
+use crate::auth::jwt;
+use crate::auth::token::{IdToken, TokenSource};
 use crate::auth::token_http::{self, TokenHttp};
-use crate::auth::{AuthError, IdToken, TokenSource, jwt};
 
 /// The service account to become, and the chain of accounts to go through on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,10 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::auth::access_token::AccessToken;
+use crate::auth::error::AuthError;
+use crate::auth::jwt;
+use crate::auth::token::{IdToken, TokenSource};
 use crate::auth::token_http::{self, TokenHttp};
-use crate::auth::{AuthError, IdToken, TokenSource, jwt};
 use crate::config::Env;
 
 const DEFAULT_HOST: &str = "metadata.google.internal";

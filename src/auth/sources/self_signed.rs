@@ -9,7 +9,8 @@ use serde::Serialize;
 use url::Url;
 
 use super::service_account::ServiceAccount;
-use crate::auth::{AuthError, IdToken, TokenSource};
+use crate::auth::error::AuthError;
+use crate::auth::token::{IdToken, TokenSource};
 
 /// IAP refuses self-signed JWTs that live longer than an hour.
 const LIFETIME_SECS: u64 = 3600;

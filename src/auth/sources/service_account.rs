@@ -11,10 +11,11 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::auth::access_token::{AccessToken, CLOUD_PLATFORM};
+use crate::auth::error::AuthError;
 use crate::auth::file::CredFile;
 use crate::auth::jwt::{self, RsaSigner};
+use crate::auth::token::{IdToken, TokenSource};
 use crate::auth::token_http::{self, TokenHttp};
-use crate::auth::{AuthError, IdToken, TokenSource};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Google refuses assertions valid for longer than an hour.
