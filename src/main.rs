@@ -59,13 +59,14 @@ fn main() -> ExitCode {
                 Err(errors) => return usage(errors),
             };
             telemetry::init(
-                settings.log_format,
+                settings.process.log_format,
                 Some(env.get("RUST_LOG").unwrap_or("warn")),
             );
             // Every route is checked; the exit code is 0 only when all of them pass.
             let mut code = 0;
-            for route in settings.routes() {
-                let report = runtime.block_on(iap_proxy::check::check(route, &env));
+            for route in &settings.routes {
+                let report =
+                    runtime.block_on(iap_proxy::check::check(route, &settings.process, &env));
                 print!("{report}");
                 code = code.max(report.exit_code());
             }
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(errors) => return usage(errors),
             };
-            telemetry::init(settings.log_format, env.get("RUST_LOG"));
+            telemetry::init(settings.process.log_format, env.get("RUST_LOG"));
             match runtime.block_on(serve(settings, env)) {
                 Ok(Drain::Clean) => ExitCode::SUCCESS,
                 Ok(Drain::TimedOut) => ExitCode::from(1),

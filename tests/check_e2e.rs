@@ -22,7 +22,7 @@ const OTHER_AUDIENCE: &str = "999999999-otherclient.apps.googleusercontent.com";
 /// Runs the check and returns it with its printed form, after asserting that no token
 /// the fake Google issued (ID or access) appears in it.
 async fn run(w: &World, s: &Settings, env: &Env) -> (CheckReport, String) {
-    let report = check(s, env).await;
+    let report = check(&s.routes[0], &s.process, env).await;
     let text = report.to_string();
     assert_no_tokens(w, &text);
     // Shown with --nocapture: what a person running `iap-proxy check` reads.
@@ -85,7 +85,7 @@ fn fake_gcloud(w: &World, output: &str) -> Env {
 
 fn gcloud_settings(w: &World) -> Settings {
     let mut s = w.settings();
-    s.credentials = Some(PathBuf::from("gcloud"));
+    s.routes[0].credentials = Some(PathBuf::from("gcloud"));
     s
 }
 
@@ -102,7 +102,7 @@ fn request_step(r: &CheckReport) -> &iap_proxy::check::Step {
 async fn success_with_audience_auto_is_all_ticks() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.audience = "auto".into();
+    s.routes[0].audience = "auto".into();
     let (r, text) = run(&w, &s, &w.env()).await;
     assert!(r.passed(), "{text}");
     assert_eq!(r.exit_code(), 0);
@@ -130,7 +130,7 @@ async fn success_with_audience_auto_is_all_ticks() {
 async fn no_credentials_lists_the_places_looked() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.credentials = None;
+    s.routes[0].credentials = None;
     let metadata = format!("127.0.0.1:{}", closed_port());
     let env = Env::from_pairs([
         ("GCE_METADATA_HOST", metadata.as_str()),
@@ -158,7 +158,7 @@ async fn no_credentials_lists_the_places_looked() {
 async fn wrong_audience_shows_both_and_the_flag() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.audience = OTHER_AUDIENCE.into();
+    s.routes[0].audience = OTHER_AUDIENCE.into();
     let (r, text) = run(&w, &s, &w.env()).await;
     assert!(!r.passed());
     assert_eq!(r.step("token").unwrap().outcome, Outcome::Warn, "{text}");
@@ -197,9 +197,9 @@ async fn iap_403_names_the_role_and_the_grant() {
 async fn impersonation_denied_names_the_token_creator_role() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.credentials = Some(user_file(&w, USER_CLIENT));
-    s.iam_endpoint = w.google.base_url().parse().unwrap();
-    s.impersonate_service_account = vec![SA_EMAIL.into()];
+    s.routes[0].credentials = Some(user_file(&w, USER_CLIENT));
+    s.routes[0].iam_endpoint = w.google.base_url().parse().unwrap();
+    s.routes[0].impersonate_service_account = vec![SA_EMAIL.into()];
     let (r, text) = run(&w, &s, &w.env()).await;
     assert!(!r.passed());
     assert_eq!(r.diagnoses(), [Diagnosis::ImpersonationDenied], "{text}");
@@ -226,8 +226,8 @@ async fn user_login_with_a_foreign_client() {
     let w = World::new().await;
     // With the IAP audience, the source itself refuses at start-up.
     let mut s = w.settings();
-    s.credentials = Some(user_file(&w, USER_CLIENT));
-    s.audience = "auto".into();
+    s.routes[0].credentials = Some(user_file(&w, USER_CLIENT));
+    s.routes[0].audience = "auto".into();
     let (r, text) = run(&w, &s, &w.env()).await;
     assert_eq!(
         r.diagnoses(),
@@ -246,7 +246,7 @@ async fn user_login_with_a_foreign_client() {
     );
 
     // With its own client as audience it gets a token, and IAP's 401 says why.
-    s.audience = USER_CLIENT.into();
+    s.routes[0].audience = USER_CLIENT.into();
     let (r, text) = run(&w, &s, &w.env()).await;
     assert!(!r.passed());
     assert_eq!(
@@ -314,7 +314,7 @@ async fn an_access_token_instead_of_an_id_token() {
 async fn untrusted_upstream_certificate_suggests_upstream_ca() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.upstream_ca = None;
+    s.process.upstream_ca = None;
     let (r, text) = run(&w, &s, &w.env()).await;
     assert!(!r.passed());
     assert!(
@@ -337,10 +337,10 @@ async fn untrusted_upstream_certificate_suggests_upstream_ca() {
 async fn unreachable_upstream_is_said_plainly() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.upstream = format!("https://127.0.0.1:{}/", closed_port())
+    s.routes[0].upstream = format!("https://127.0.0.1:{}/", closed_port())
         .parse()
         .unwrap();
-    s.upstream_timeout = Duration::from_secs(5);
+    s.routes[0].upstream_timeout = Duration::from_secs(5);
     let (r, text) = run(&w, &s, &w.env()).await;
     assert!(!r.passed());
     assert_eq!(r.diagnoses(), [Diagnosis::UpstreamUnreachable], "{text}");

@@ -82,7 +82,7 @@ async fn assert_closed(conn: &mut BufReader<TcpStream>) {
 async fn connections_past_the_limit_get_503_and_are_closed() {
     let w = World::new().await;
     let mut settings = w.settings();
-    settings.max_connections = 2;
+    settings.process.max_connections = 2;
     let proxy = InProcess::start(settings, w.env()).await;
 
     let mut first = connect(&proxy).await;
@@ -140,21 +140,22 @@ async fn connections_past_the_limit_get_503_and_are_closed() {
 
 #[tokio::test]
 async fn max_connections_is_a_setting_with_a_default() {
-    use iap_proxy::config::{Env, ProxyArgs, Settings};
-    let args = |extra: &[&str]| ProxyArgs {
-        upstream: Some("https://app.example.com".into()),
-        audience: Some("aud".into()),
-        max_connections: extra.first().map(|s| (*s).to_owned()),
-        ..ProxyArgs::default()
+    use iap_proxy::config::{Env, Settings};
+    let load = |extra: &[&str], env: &Env| {
+        let mut args = vec!["--upstream", "https://app.example.com", "--audience", "aud"];
+        args.extend_from_slice(extra);
+        Settings::from_args(&args, env)
     };
     let env = Env::default();
-    let s = Settings::load(&args(&[]), &env).unwrap();
-    assert_eq!(s.max_connections, 10_000);
-    let s = Settings::load(&args(&["3"]), &env).unwrap();
-    assert_eq!(s.max_connections, 3);
-    let err = Settings::load(&args(&["0"]), &env).unwrap_err().to_string();
+    let s = load(&[], &env).unwrap();
+    assert_eq!(s.process.max_connections, 10_000);
+    let s = load(&["--max-connections", "3"], &env).unwrap();
+    assert_eq!(s.process.max_connections, 3);
+    let err = load(&["--max-connections", "0"], &env)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("max_connections"), "{err}");
     let env = Env::from_pairs([("IAP_PROXY_MAX_CONNECTIONS", "7")]);
-    let s = Settings::load(&args(&[]), &env).unwrap();
-    assert_eq!(s.max_connections, 7);
+    let s = load(&[], &env).unwrap();
+    assert_eq!(s.process.max_connections, 7);
 }

@@ -48,8 +48,8 @@ fn user(w: &World, client_id: &str) -> Value {
 
 fn settings_with(w: &World, file: &Path) -> Settings {
     let mut s = w.settings();
-    s.credentials = Some(file.to_path_buf());
-    s.iam_endpoint = w.google.base_url().parse().unwrap();
+    s.routes[0].credentials = Some(file.to_path_buf());
+    s.routes[0].iam_endpoint = w.google.base_url().parse().unwrap();
     s
 }
 
@@ -104,7 +104,7 @@ async fn authorized_user_impersonating_a_service_account() {
     let file = write_json(w.dir.path(), "adc.json", &user(&w, USER_CLIENT));
     w.google.grant_token_creator(USER_EMAIL, SA_EMAIL);
     let mut s = settings_with(&w, &file);
-    s.impersonate_service_account = vec![SA_EMAIL.into()];
+    s.routes[0].impersonate_service_account = vec![SA_EMAIL.into()];
     let proxy = InProcess::start(s, w.env()).await;
     let http = client::http1();
     for _ in 0..3 {
@@ -134,7 +134,7 @@ async fn impersonated_service_account_file_with_a_delegate() {
     w.google.grant_token_creator(delegate, SA_EMAIL);
     let mut s = settings_with(&w, &file);
     // The file's host wins over --iam-endpoint.
-    s.iam_endpoint = "https://iamcredentials.invalid".parse().unwrap();
+    s.routes[0].iam_endpoint = "https://iamcredentials.invalid".parse().unwrap();
     let (status, body) = through(s, w.env()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(last_email(&w).as_deref(), Some(SA_EMAIL));
@@ -145,7 +145,7 @@ async fn impersonation_denied_is_a_503_naming_the_role() {
     let w = World::new().await;
     let file = write_json(w.dir.path(), "adc.json", &user(&w, USER_CLIENT));
     let mut s = settings_with(&w, &file);
-    s.impersonate_service_account = vec![SA_EMAIL.into()];
+    s.routes[0].impersonate_service_account = vec![SA_EMAIL.into()];
     let (status, body) = through(s, w.env()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     for needle in [
@@ -165,9 +165,9 @@ async fn metadata_server_impersonating() {
     w.google
         .grant_token_creator(support::fake_google::DEFAULT_EMAIL, SA_EMAIL);
     let mut s = w.settings();
-    s.credentials = None;
-    s.iam_endpoint = w.google.base_url().parse().unwrap();
-    s.impersonate_service_account = vec![SA_EMAIL.into()];
+    s.routes[0].credentials = None;
+    s.routes[0].iam_endpoint = w.google.base_url().parse().unwrap();
+    s.routes[0].impersonate_service_account = vec![SA_EMAIL.into()];
     let env = Env::from_pairs([("GCE_METADATA_HOST", w.google.metadata_host())]);
     let (status, body) = through(s, env).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -185,7 +185,7 @@ async fn adc_file_found_under_home() {
     )
     .unwrap();
     let mut s = w.settings();
-    s.credentials = None;
+    s.routes[0].credentials = None;
     let home = w.dir.path().join("home");
     let (status, body) = through(s, Env::from_pairs([("HOME", home.to_str().unwrap())])).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -338,7 +338,7 @@ async fn external_account_refusals_aws_and_no_service_account() {
     );
     // …unless the service account is named on the command line.
     let mut s = settings_with(&w, &file);
-    s.impersonate_service_account = vec![SA_EMAIL.into()];
+    s.routes[0].impersonate_service_account = vec![SA_EMAIL.into()];
     let (status, body) = through(s, w.env()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
@@ -389,7 +389,7 @@ async fn gcloud_cli_source() {
     let bin = w.dir.join("bin");
     fake_gcloud(&w, &bin);
     let mut s = w.settings();
-    s.credentials = Some(PathBuf::from("gcloud"));
+    s.routes[0].credentials = Some(PathBuf::from("gcloud"));
     let env = Env::from_pairs([("PATH", bin.to_str().unwrap())]);
     let (status, body) = through(s.clone(), env.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -400,7 +400,8 @@ async fn gcloud_cli_source() {
     );
 
     // gcloud's failure reaches the 503 with its stderr and the explanation.
-    s.impersonate_service_account = vec!["other@fake-project.iam.gserviceaccount.com".into()];
+    s.routes[0].impersonate_service_account =
+        vec!["other@fake-project.iam.gserviceaccount.com".into()];
     let (status, body) = through(s.clone(), env).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
@@ -422,7 +423,7 @@ async fn self_signed_jwt_is_accepted_without_asking_google() {
     let key = w.google.service_account_key(SA_EMAIL).unwrap();
     w.upstream.trust_service_account(SA_EMAIL, key);
     let mut s = w.settings();
-    s.token_kind = TokenKind::SelfSignedJwt;
+    s.routes[0].token_kind = TokenKind::SelfSignedJwt;
     let (status, body) = through(s.clone(), w.env()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(last_email(&w).as_deref(), Some(SA_EMAIL));
@@ -430,7 +431,7 @@ async fn self_signed_jwt_is_accepted_without_asking_google() {
 
     // Only a key file can sign.
     let file = write_json(w.dir.path(), "adc.json", &user(&w, AUDIENCE));
-    s.credentials = Some(file);
+    s.routes[0].credentials = Some(file);
     let err = start_error(s, w.env()).await;
     assert!(
         err.contains("self-signed-jwt") && err.contains("authorized_user"),

@@ -16,7 +16,7 @@ use url::Url;
 async fn audience_is_discovered_from_iaps_redirect() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.audience = "auto".into();
+    s.routes[0].audience = "auto".into();
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -40,8 +40,8 @@ async fn discovery_fails_start_up_saying_what_came_back() {
     let w = World::new().await;
     // The fake Google's plain-http listener is no IAP: it answers 403 to GET /.
     let mut s = w.settings();
-    s.upstream = Url::parse(&format!("{}/", w.google.base_url())).unwrap();
-    s.audience = "auto".into();
+    s.routes[0].upstream = Url::parse(&format!("{}/", w.google.base_url())).unwrap();
+    s.routes[0].audience = "auto".into();
     let err = InProcess::start_error(s, w.env()).await.to_string();
     assert!(err.contains("does not answer like IAP"), "{err}");
     assert!(err.contains("403 Forbidden"), "{err}");
@@ -55,7 +55,7 @@ async fn serverless_mode_leaves_the_apps_authorization_alone() {
     let w = World::new().await;
     w.upstream.set_serverless(true);
     let mut s = w.settings();
-    s.header = AuthHeader::XServerlessAuthorization;
+    s.routes[0].header = AuthHeader::XServerlessAuthorization;
     let proxy = InProcess::start(s, w.env()).await;
     let req = Request::get(proxy.url("/echo"))
         .header("authorization", "Bearer the-apps-own")
@@ -164,7 +164,7 @@ async fn upstream_traffic_tunnels_through_https_proxy_token_endpoint_goes_direct
     );
     corp.require_auth(Some(&expected_auth));
     let mut s = w.settings();
-    s.audience = "auto".into();
+    s.routes[0].audience = "auto".into();
     let proxy = InProcess::start(s, proxy_env(&[("HTTPS_PROXY", &with_creds)])).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -190,7 +190,7 @@ async fn no_proxy_bypasses_and_metadata_is_never_proxied() {
     let corp = ConnectProxy::start().await;
     // Metadata source (no key file), the proxy set for everything but 127.0.0.1.
     let mut s = w.settings();
-    s.credentials = None;
+    s.routes[0].credentials = None;
     let metadata = w.google.metadata_host();
     let env = proxy_env(&[
         ("https_proxy", &corp.url()),

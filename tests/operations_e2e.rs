@@ -207,7 +207,7 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
 async fn answers_from_iap_and_from_the_proxy_are_labelled() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.audience = "999-not-this-one.apps.googleusercontent.com".into();
+    s.routes[0].audience = "999-not-this-one.apps.googleusercontent.com".into();
     let (proxy, admin) = with_admin(&w, s).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -254,7 +254,7 @@ async fn readiness_reflects_token_failures_and_draining() {
     let w = World::new().await;
     w.google.set_failing(Some(503));
     let mut s = w.settings();
-    s.max_sigterm_delay = Duration::from_secs(2);
+    s.process.max_sigterm_delay = Duration::from_secs(2);
     let (mut proxy, admin) = with_admin(&w, s).await;
     let r = wait_for_status(&admin, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(r.text().contains("no valid ID token"), "{}", r.text());
@@ -323,15 +323,15 @@ async fn two_routes_with_different_audiences_in_one_process() {
         ),
     );
     let mut s = w.settings();
-    s.upstream_ca = Some(both);
-    let mut r2 = s.clone();
+    s.process.upstream_ca = Some(both);
+    let mut r2 = s.routes[0].clone();
     r2.name = "second".into();
     r2.upstream = Url::parse(&second.url()).unwrap();
     r2.audience = other_aud.into();
     // A third route sharing the first one's credentials and audience shares its token.
-    let mut r3 = s.clone();
+    let mut r3 = s.routes[0].clone();
     r3.name = "third".into();
-    s.extra_routes = vec![r2, r3];
+    s.routes.extend([r2, r3]);
 
     let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -380,7 +380,7 @@ async fn unix_socket_listener() {
     let w = World::new().await;
     let path = w.dir.path().join("iap-proxy.sock");
     let mut s = w.settings();
-    s.listen = ListenAddr::Unix(path.clone());
+    s.routes[0].listen = ListenAddr::Unix(path.clone());
     let listeners = Listeners::bind(&s).await.unwrap();
     let proxy = InProcess::start_listeners(listeners, s, w.env());
     let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
@@ -414,8 +414,8 @@ async fn client_secret_guards_a_non_loopback_listener() {
     let w = World::new().await;
     let secret = "s3cret-0123456789abcdef";
     let mut s = w.settings();
-    s.allow_non_loopback = true;
-    s.client_secret_file = Some(w.dir.write("client-secret", format!("{secret}\n")));
+    s.process.allow_non_loopback = true;
+    s.routes[0].client_secret_file = Some(w.dir.write("client-secret", format!("{secret}\n")));
     // Bound on every interface; the test still only connects to 127.0.0.1.
     let any = TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = any.local_addr().unwrap().port();

@@ -128,7 +128,7 @@ async fn failing_token_endpoint_gives_503_and_never_forwards_then_recovers() {
 async fn metadata_server_source() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.credentials = None;
+    s.routes[0].credentials = None;
     let env = Env::from_pairs([("GCE_METADATA_HOST", w.google.metadata_host())]);
     let proxy = InProcess::start(s, env).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
@@ -292,7 +292,7 @@ async fn hop_by_hop_host_and_forwarding_headers() {
 async fn proxy_authorization_mode_leaves_the_apps_authorization_alone() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.header = AuthHeader::ProxyAuthorization;
+    s.routes[0].header = AuthHeader::ProxyAuthorization;
     let proxy = InProcess::start(s, w.env()).await;
     let req = Request::get(proxy.url("/echo"))
         .header("authorization", "Basic YXBwOnVzZXI=")
@@ -347,7 +347,7 @@ async fn redirects_on_the_upstream_origin_come_back_through_the_proxy() {
     proxy.stop().await;
 
     let mut s = w.settings();
-    s.rewrite_redirects = false;
+    s.routes[0].rewrite_redirects = false;
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&http, &proxy.url("/redirect")).await;
     assert_eq!(
@@ -366,7 +366,7 @@ async fn upstream_failures_are_told_apart() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let mut s = w.settings();
-    s.upstream = format!("https://127.0.0.1:{port}").parse().unwrap();
+    s.routes[0].upstream = format!("https://127.0.0.1:{port}").parse().unwrap();
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&http, &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
@@ -377,7 +377,7 @@ async fn upstream_failures_are_told_apart() {
 
     // Untrusted certificate: 502 that says so.
     let mut s = w.settings();
-    s.upstream_ca = None;
+    s.process.upstream_ca = None;
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&http, &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
@@ -390,7 +390,7 @@ async fn upstream_failures_are_told_apart() {
 
     // Slow upstream: 504.
     let mut s = w.settings();
-    s.upstream_timeout = Duration::from_secs(1);
+    s.routes[0].upstream_timeout = Duration::from_secs(1);
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&http, &proxy.url("/slow?ms=3000")).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
@@ -401,7 +401,7 @@ async fn upstream_failures_are_told_apart() {
 async fn oversized_headers_get_431_and_connect_gets_400() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.max_header_bytes = 16 * 1024;
+    s.process.max_header_bytes = 16 * 1024;
     let proxy = InProcess::start(s, w.env()).await;
     let req = Request::get(proxy.url("/echo"))
         .header("x-big", "a".repeat(20 * 1024))
@@ -432,7 +432,7 @@ async fn malformed_key_file_names_the_file_and_the_field() {
     let path = w.dir.path().join("broken-key.json");
     std::fs::write(&path, serde_json::to_vec(&key).unwrap()).unwrap();
     let mut s = w.settings();
-    s.credentials = Some(path.clone());
+    s.routes[0].credentials = Some(path.clone());
     let err = InProcess::start_error(s, w.env()).await;
     let msg = err.to_string();
     assert!(
@@ -448,7 +448,7 @@ async fn token_never_goes_to_another_host_via_audience_mismatch_check() {
     // by "IAP" (401 passes through untouched, it is IAP's answer, not ours).
     let w = World::new().await;
     let mut s = w.settings();
-    s.audience = "999-other.apps.googleusercontent.com".into();
+    s.routes[0].audience = "999-other.apps.googleusercontent.com".into();
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);

@@ -17,20 +17,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use report::{CheckReport, Diagnosis, Outcome, REQUEST, Step};
 
 use crate::auth::{self, TokenHttp, jwt};
-use crate::config::{Env, Settings, TokenKind};
+use crate::config::{Env, ProcessSettings, RouteSettings, TokenKind};
 use crate::iap::Discovered;
 use crate::outbound::clients::Clients;
 use crate::outbound::egress::Egress;
 use crate::outbound::tls;
 
-/// Checks the route `settings` describe. Never fails itself: every problem is a step.
-pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
+/// Checks one route, under the process's route. Never fails itself: every problem is a step.
+pub async fn check(route: &RouteSettings, process: &ProcessSettings, env: &Env) -> CheckReport {
     let mut report = CheckReport {
-        route: settings.name.clone(),
-        upstream: settings.upstream.to_string(),
+        route: route.name.clone(),
+        upstream: route.upstream.to_string(),
         steps: Vec::new(),
     };
-    let tls = match tls::client_config(settings.upstream_ca.as_deref()) {
+    let tls = match tls::client_config(process.upstream_ca.as_deref()) {
         Ok(tls) => tls,
         Err(err) => {
             report
@@ -48,20 +48,14 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
     };
     let clients = Clients::with_egress(tls.clone(), &egress);
 
-    let reach = probe::get(
-        &clients.main,
-        &settings.upstream,
-        None,
-        settings.upstream_timeout,
-    )
-    .await;
-    let (upstream_steps, found) = diagnose::upstream_probe(&reach, &settings.upstream);
+    let reach = probe::get(&clients.main, &route.upstream, None, route.upstream_timeout).await;
+    let (upstream_steps, found) = diagnose::upstream_probe(&reach, &route.upstream);
     let reachable = matches!(reach, probe::Reach::Answer(_));
     let iap_audience = match &found {
         Some(Discovered::IapClientId(id)) => Some(id.as_str()),
         _ => None,
     };
-    let audience = match settings.explicit_audience() {
+    let audience = match route.explicit_audience() {
         Some(a) => Some(a.to_owned()),
         None => found.as_ref().map(|f| f.audience().to_owned()),
     };
@@ -78,12 +72,12 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
         return report;
     };
     let options = auth::SourceOptions {
-        credentials: settings.credentials.as_deref(),
+        credentials: route.credentials.as_deref(),
         audience: &audience,
-        impersonate: &settings.impersonate_service_account,
-        iam_endpoint: &settings.iam_endpoint,
-        token_kind: settings.token_kind,
-        upstream: Some(&settings.upstream),
+        impersonate: &route.impersonate_service_account,
+        iam_endpoint: &route.iam_endpoint,
+        token_kind: route.token_kind,
+        upstream: Some(&route.upstream),
     };
     let http = TokenHttp::with_egress(tls, &egress);
     let chosen = match auth::choose_source(&options, env, http).await {
@@ -118,9 +112,9 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
             return report;
         }
     };
-    let user_login = settings.impersonate_service_account.is_empty()
+    let user_login = route.impersonate_service_account.is_empty()
         && chosen.file.as_deref().is_some_and(is_user_file);
-    let self_signed = settings.token_kind == TokenKind::SelfSignedJwt;
+    let self_signed = route.token_kind == TokenKind::SelfSignedJwt;
     report.steps.push(diagnose::token_claims(
         &claims,
         iap_audience,
@@ -132,20 +126,20 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
     if reachable {
         let reach = probe::get(
             &clients.main,
-            &settings.upstream,
-            Some((settings.header, token.bearer())),
-            settings.upstream_timeout,
+            &route.upstream,
+            Some((route.header, token.bearer())),
+            route.upstream_timeout,
         )
         .await;
         let sent = request::Sent {
             claims: &claims,
             iap_audience: if self_signed { None } else { iap_audience },
             user_login,
-            header: settings.header,
+            header: route.header,
         };
         report
             .steps
-            .push(request::request(&reach, &settings.upstream, &sent));
+            .push(request::request(&reach, &route.upstream, &sent));
     }
     redact(&mut report, token.expose());
     report

@@ -1,6 +1,14 @@
-//! The command line: flags and subcommands (clap).
+//! The command line: subcommands (clap's derive) and the settings flags, generated from the
+//! table of settings and read back through `ArgMatches`.
 
 use std::path::PathBuf;
+
+use clap::{ArgAction, ArgMatches, FromArgMatches};
+
+use super::table::{self, Arg, Setting, Token};
+
+/// Exit status for bad flags or settings (`EX_USAGE` from sysexits.h).
+pub const EXIT_USAGE: i32 = 64;
 
 const LONG_ABOUT: &str = "\
 iap-proxy listens on localhost and forwards each request to an HTTPS upstream behind \
@@ -35,7 +43,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Run the route once and explain what is wrong, with the fix; exit 0 only when an
     /// authenticated request through IAP succeeds. Takes the proxy's flags and config file.
-    Check(Box<CheckArgs>),
+    Check(CheckArgs),
     /// Print a shell completion script, e.g. `iap-proxy completions bash > /etc/bash_completion.d/iap-proxy`.
     Completions {
         #[arg(value_enum)]
@@ -43,121 +51,167 @@ pub enum Command {
     },
 }
 
-// Value flags are Options so that an absent flag leaves the file/env value alone, and
-// strings so that a bad value is reported together with every other problem (exit 64)
-// rather than by clap alone.
-#[derive(clap::Args, Debug, Default)]
-pub struct ProxyArgs {
-    /// TOML settings file (see config/iap-proxy.example.toml).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on: IPv4 or [IPv6]:port, or unix:PATH for a Unix socket [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Base URL of the IAP-protected service, e.g. https://app.example.com (required).
-    #[arg(long, value_name = "URL")]
-    pub upstream: Option<String>,
-    /// ID token audience: the IAP OAuth client ID, or `auto` to ask the upstream at start-up
-    /// [default: auto].
-    #[arg(long, value_name = "AUD")]
-    pub audience: Option<String>,
-    /// Credentials JSON file, or `gcloud` for the gcloud CLI [default: GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, metadata server].
-    #[arg(long, value_name = "FILE")]
-    pub credentials: Option<PathBuf>,
-    /// Request header that carries the token [default: authorization].
-    #[arg(
-        long,
-        value_name = "authorization|proxy-authorization|x-serverless-authorization"
-    )]
-    pub header: Option<String>,
-    /// Extra PEM CA certificates to trust for the upstream, besides the system roots.
-    #[arg(long, value_name = "PEMFILE")]
-    pub upstream_ca: Option<PathBuf>,
-    /// Allow listening on a non-loopback address (anyone reaching it acts as the service account).
-    #[arg(long)]
-    pub allow_non_loopback: bool,
-    /// Log output format [default: text].
-    #[arg(long, value_name = "text|json")]
-    pub log_format: Option<String>,
-    /// Pass upstream redirects through unchanged instead of pointing them back at the proxy.
-    #[arg(long)]
-    pub no_rewrite_redirects: bool,
-    /// Seconds to let in-flight requests finish after SIGTERM/Ctrl-C [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    pub shutdown_grace: Option<String>,
-    /// Seconds to wait for the upstream's response headers [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub upstream_timeout: Option<String>,
-    /// Seconds a request without a valid token waits for one to be fetched [default: 10].
-    #[arg(long, value_name = "SECONDS")]
-    pub token_wait: Option<String>,
-    /// Seconds a client has to send its request headers [default: 30].
-    #[arg(long, value_name = "SECONDS")]
-    pub header_read_timeout: Option<String>,
-    /// Largest accepted request header block, in bytes (at least 8192) [default: 65536].
-    #[arg(long, value_name = "N")]
-    pub max_header_bytes: Option<String>,
-    /// Requests served at once; more wait their turn [default: 4096].
-    #[arg(long, value_name = "N")]
-    pub max_concurrent_requests: Option<String>,
-    /// Impersonate this service account (through the listed delegates) to get ID tokens.
-    #[arg(long, value_name = "EMAIL[,DELEGATE...]")]
-    pub impersonate_service_account: Option<String>,
-    /// IAM Credentials API base URL [default: https://iamcredentials.googleapis.com].
-    #[arg(long, value_name = "URL")]
-    pub iam_endpoint: Option<String>,
-    /// Token to send: a Google ID token, or a JWT signed by the key file itself [default: id-token].
-    #[arg(long, value_name = "id-token|self-signed-jwt")]
-    pub token_kind: Option<String>,
-    /// Admin listener for /healthz, /readyz, /metrics and POST /quitquitquit [default: off].
-    #[arg(long, value_name = "ADDR")]
-    pub admin_listen: Option<String>,
-    /// Seconds to keep serving after SIGTERM before draining (for sidecars whose app still runs) [default: 0].
-    #[arg(long, value_name = "SECONDS")]
-    pub max_sigterm_delay: Option<String>,
-    /// File holding a secret clients must send in x-iap-proxy-secret (for non-loopback listeners).
-    #[arg(long, value_name = "FILE")]
-    pub client_secret_file: Option<PathBuf>,
-    /// Client connections held open at once; past it a new one is answered 503
-    /// (too-many-connections) and closed [default: 10000].
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<String>,
-    /// Log one line per request (target iap_proxy::access; Cloud Logging's httpRequest in JSON).
-    #[arg(long)]
-    pub access_log: bool,
-}
-
-#[derive(clap::Args, Debug, Default)]
-pub struct TokenArgs {
-    /// TOML settings file; only audience, credentials and upstream_ca are used.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// ID token audience: the IAP OAuth client ID (required).
-    #[arg(long, value_name = "AUD")]
-    pub audience: Option<String>,
-    /// Credentials JSON file, or `gcloud` for the gcloud CLI [default: GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, metadata server].
-    #[arg(long, value_name = "FILE")]
-    pub credentials: Option<PathBuf>,
-    /// Extra PEM CA certificates to trust, besides the system roots.
-    #[arg(long, value_name = "PEMFILE")]
-    pub upstream_ca: Option<PathBuf>,
-    /// Impersonate this service account (through the listed delegates) to get the ID token.
-    #[arg(long, value_name = "EMAIL[,DELEGATE...]")]
-    pub impersonate_service_account: Option<String>,
-    /// IAM Credentials API base URL [default: https://iamcredentials.googleapis.com].
-    #[arg(long, value_name = "URL")]
-    pub iam_endpoint: Option<String>,
-    /// id-token or self-signed-jwt [default: id-token].
-    #[arg(long, value_name = "id-token|self-signed-jwt")]
-    pub token_kind: Option<String>,
-    /// Upstream URL: the audience of a self-signed JWT (only with --token-kind self-signed-jwt).
-    #[arg(long, value_name = "URL")]
-    pub upstream: Option<String>,
-}
-
 /// `iap-proxy check`: the proxy's own settings, so the same flags and file are checked.
 #[derive(clap::Args, Debug, Default)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
+}
+
+/// The settings flags of the proxy (and `check`): every row of the table with a flag.
+#[derive(Debug, Default, Clone)]
+pub struct ProxyArgs(Given);
+
+/// The settings flags of `iap-proxy token`: the rows the token command takes.
+#[derive(Debug, Default, Clone)]
+pub struct TokenArgs(Given);
+
+/// What the command line gave: `--config`, and each settings flag present, as text.
+/// Values stay strings so that a bad one is reported together with every other problem
+/// (exit 64) rather than by clap alone.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Given {
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) flags: Vec<(&'static str, Flag)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Flag {
+    Value(String),
+    Switch,
+}
+
+impl Given {
+    /// The text given to `--KEY`, if any.
+    #[cfg(test)]
+    pub(crate) fn value(&self, key: &str) -> Option<&str> {
+        self.flags.iter().find_map(|(k, f)| match f {
+            Flag::Value(v) if *k == key => Some(v.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the switch `--KEY` was given.
+    #[cfg(test)]
+    pub(crate) fn switch(&self, key: &str) -> bool {
+        self.flags
+            .iter()
+            .any(|(k, f)| *k == key && *f == Flag::Switch)
+    }
+
+    fn augment(
+        cmd: clap::Command,
+        rows: &[&'static Setting],
+        config_help: &'static str,
+        for_token: bool,
+    ) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help(config_help);
+        rows.iter().fold(cmd.arg(config), |cmd, s| {
+            let default = match s.token {
+                Token::WithoutDefault if for_token => None,
+                _ => s.default,
+            };
+            let help = match default {
+                Some(d) if s.arg != Arg::Switch => format!("{} [default: {d}]", s.help),
+                _ => s.help.to_owned(),
+            };
+            let arg = clap::Arg::new(s.key)
+                .long(table::flag_name(s.key).trim_start_matches("--").to_owned())
+                .help(help);
+            cmd.arg(match s.arg {
+                Arg::Value(name) => arg.value_name(name).action(ArgAction::Set),
+                Arg::Switch => arg.action(ArgAction::SetTrue),
+            })
+        })
+    }
+
+    fn read(m: &ArgMatches, rows: &[&'static Setting]) -> Given {
+        let flags = rows
+            .iter()
+            .filter_map(|s| match s.arg {
+                Arg::Value(_) => m
+                    .get_one::<String>(s.key)
+                    .map(|v| (s.key, Flag::Value(v.clone()))),
+                Arg::Switch => m.get_flag(s.key).then_some((s.key, Flag::Switch)),
+            })
+            .collect();
+        Given {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            flags,
+        }
+    }
+}
+
+fn proxy_rows() -> Vec<&'static Setting> {
+    table::top_level().collect()
+}
+
+fn token_rows() -> Vec<&'static Setting> {
+    table::top_level()
+        .filter(|s| s.token != Token::No)
+        .collect()
+}
+
+impl ProxyArgs {
+    pub(crate) fn given(&self) -> &Given {
+        &self.0
+    }
+}
+
+impl TokenArgs {
+    pub(crate) fn given(&self) -> &Given {
+        &self.0
+    }
+}
+
+impl clap::Args for ProxyArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Given::augment(
+            cmd,
+            &proxy_rows(),
+            "TOML settings file (see config/iap-proxy.example.toml)",
+            false,
+        )
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for ProxyArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ProxyArgs(Given::read(m, &proxy_rows())))
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for TokenArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Given::augment(
+            cmd,
+            &token_rows(),
+            "TOML settings file; only the keys of the token command are used",
+            true,
+        )
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for TokenArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(TokenArgs(Given::read(m, &token_rows())))
+    }
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
 }

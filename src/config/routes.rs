@@ -4,91 +4,70 @@
 //! inherited from the top level (flags, env and file merged), so shared credentials are
 //! written once. Process-wide keys cannot be set per route.
 
-use super::*;
+use ::config::{Map, Value, ValueKind};
 
-/// Keys a `[[routes]]` table may hold.
-pub(super) const ROUTE_KEYS: [&str; 13] = [
-    "name",
-    "listen",
-    "upstream",
-    "audience",
-    "credentials",
-    "header",
-    "impersonate_service_account",
-    "iam_endpoint",
-    "token_kind",
-    "client_secret_file",
-    "no_rewrite_redirects",
-    "upstream_timeout",
-    "token_wait",
-];
+use super::layers::Layered;
+use super::table;
 
-/// Settings that belong to the process, not to a route.
-pub(super) struct ProcessFields {
-    pub(super) upstream_ca: Option<PathBuf>,
-    pub(super) allow_non_loopback: bool,
-    pub(super) log_format: LogFormat,
-    pub(super) shutdown_grace: Duration,
-    pub(super) header_read_timeout: Duration,
-    pub(super) max_header_bytes: usize,
-    pub(super) max_concurrent_requests: usize,
-    pub(super) admin_listen: Option<SocketAddr>,
-    pub(super) max_sigterm_delay: Duration,
-    pub(super) max_connections: usize,
-    pub(super) access_log: bool,
+/// Removes the file's `[[routes]]` tables from the top-level values and returns them;
+/// unknown or process-wide keys in a table are reported here.
+pub(super) fn take_tables(l: &mut Layered) -> Vec<Map<String, Value>> {
+    let Some(value) = l.values.remove("routes") else {
+        return Vec::new();
+    };
+    let ValueKind::Array(items) = value.kind else {
+        l.errors.push(
+            "config file: `routes` must be an array of tables: write each as [[routes]]".into(),
+        );
+        return Vec::new();
+    };
+    let mut tables = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let ValueKind::Table(table) = item.kind else {
+            l.errors.push(format!(
+                "config file: routes entry {} is not a table; write it as [[routes]]",
+                i + 1
+            ));
+            continue;
+        };
+        let mut bad: Vec<&String> = table
+            .keys()
+            .filter(|k| !table::route_keys().any(|r| r == k.as_str()))
+            .collect();
+        bad.sort();
+        for key in bad {
+            let why = if table::find(key).is_some() {
+                "is process-wide; set it at the top level of the file"
+            } else {
+                "is not a route key"
+            };
+            l.errors.push(format!(
+                "config file: [[routes]] #{}: `{key}` {why}; route keys are {}",
+                i + 1,
+                table::route_keys().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for required in ["listen", "upstream"] {
+            if !table.contains_key(required) {
+                l.errors.push(format!(
+                    "config file: [[routes]] #{} needs its own `{required}` (only the other route keys are inherited)",
+                    i + 1
+                ));
+            }
+        }
+        tables.push(table);
+    }
+    tables
 }
 
-pub(super) struct RouteFields {
-    name: String,
-    listen: ListenAddr,
-    upstream: Url,
-    audience: String,
-    credentials: Option<PathBuf>,
-    header: AuthHeader,
-    impersonate_service_account: Vec<String>,
-    iam_endpoint: Url,
-    token_kind: TokenKind,
-    client_secret_file: Option<PathBuf>,
-    rewrite_redirects: bool,
-    upstream_timeout: Duration,
-    token_wait: Duration,
-}
-
-/// Reads and validates one route's keys; problems go to `l.errors`.
-pub(super) fn load_route_fields(
-    l: &mut Layered,
-    name: String,
-    allow_non_loopback: bool,
-) -> Option<RouteFields> {
-    let listen = l.listen("listen", allow_non_loopback);
-    let upstream = l.upstream();
-    let audience = l.audience();
-    let credentials = l.credentials();
-    // Every key below has a default, so a None comes with a reported problem and the
-    // fallback values are never used.
-    let header = l
-        .parsed::<AuthHeader>("header")
-        .unwrap_or(AuthHeader::Authorization);
-    let (impersonate_service_account, iam_endpoint, token_kind) = l.token_keys();
-    let client_secret_file = l.existing_file("client_secret_file");
-    let rewrite_redirects = !l.boolean("no_rewrite_redirects");
-    let upstream_timeout = l.seconds("upstream_timeout", 1).unwrap_or_default();
-    let token_wait = l.seconds("token_wait", 1).unwrap_or_default();
-    Some(RouteFields {
-        name,
-        listen: listen?,
-        upstream: upstream?,
-        audience: audience?,
-        credentials,
-        header,
-        impersonate_service_account,
-        iam_endpoint,
-        token_kind,
-        client_secret_file,
-        rewrite_redirects,
-        upstream_timeout,
-        token_wait,
-    })
+/// The layers one `[[routes]]` table sees (index 0-based), with its messages prefixed.
+pub(super) fn layers_of(l: &Layered, index: usize, table: Map<String, Value>) -> Layered {
+    let name = table
+        .get("name")
+        .and_then(|v| v.clone().into_string().ok())
+        .map(|n| format!(" (`{n}`)"))
+        .unwrap_or_default();
+    l.route(format!("[[routes]] #{}{name}: ", index + 1), table)
 }
 
 /// The route's `name`, or `route-N` (1-based, as a person counts tables in the file).
@@ -112,56 +91,4 @@ fn is_label(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Two routes cannot share a listener or a name.
-pub(super) fn check_distinct(l: &mut Layered, routes: &[RouteFields]) {
-    for (i, a) in routes.iter().enumerate() {
-        for b in &routes[..i] {
-            if a.listen == b.listen {
-                l.errors.push(format!(
-                    "routes `{}` and `{}` both listen on {}; give each route its own listen address",
-                    b.name, a.name, a.listen
-                ));
-            }
-            if a.name == b.name {
-                l.errors.push(format!(
-                    "two routes are named `{}`; route names must be unique",
-                    a.name
-                ));
-            }
-        }
-    }
-}
-
-impl RouteFields {
-    pub(super) fn into_settings(self, p: &ProcessFields) -> Settings {
-        Settings {
-            name: self.name,
-            listen: self.listen,
-            upstream: self.upstream,
-            audience: self.audience,
-            credentials: self.credentials,
-            header: self.header,
-            upstream_ca: p.upstream_ca.clone(),
-            allow_non_loopback: p.allow_non_loopback,
-            log_format: p.log_format,
-            rewrite_redirects: self.rewrite_redirects,
-            shutdown_grace: p.shutdown_grace,
-            upstream_timeout: self.upstream_timeout,
-            token_wait: self.token_wait,
-            header_read_timeout: p.header_read_timeout,
-            max_header_bytes: p.max_header_bytes,
-            max_concurrent_requests: p.max_concurrent_requests,
-            impersonate_service_account: self.impersonate_service_account,
-            iam_endpoint: self.iam_endpoint,
-            token_kind: self.token_kind,
-            admin_listen: p.admin_listen,
-            max_sigterm_delay: p.max_sigterm_delay,
-            max_connections: p.max_connections,
-            access_log: p.access_log,
-            client_secret_file: self.client_secret_file,
-            extra_routes: Vec::new(),
-        }
-    }
 }

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use url::Host;
 
@@ -79,20 +78,6 @@ impl fmt::Display for AuthHeader {
     }
 }
 
-impl FromStr for AuthHeader {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "authorization" => Ok(AuthHeader::Authorization),
-            "proxy-authorization" => Ok(AuthHeader::ProxyAuthorization),
-            "x-serverless-authorization" => Ok(AuthHeader::XServerlessAuthorization),
-            _ => Err(
-                "expected authorization, proxy-authorization or x-serverless-authorization".into(),
-            ),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -110,19 +95,8 @@ impl fmt::Display for LogFormat {
     }
 }
 
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err("expected text or json".into()),
-        }
-    }
-}
-
 /// What kind of token the proxy sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum TokenKind {
     /// A Google-signed ID token for the audience (the usual choice).
     IdToken,
@@ -136,17 +110,6 @@ impl fmt::Display for TokenKind {
             TokenKind::IdToken => "id-token",
             TokenKind::SelfSignedJwt => "self-signed-jwt",
         })
-    }
-}
-
-impl FromStr for TokenKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "id-token" => Ok(TokenKind::IdToken),
-            "self-signed-jwt" => Ok(TokenKind::SelfSignedJwt),
-            _ => Err("expected id-token or self-signed-jwt".into()),
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, InvalidUri, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
@@ -21,7 +21,7 @@ use super::body::ResBody;
 use super::error::ProxyError;
 use super::{headers, upgrade};
 use crate::auth::TokenCache;
-use crate::config::{AuthHeader, Settings};
+use crate::config::{AuthHeader, RouteSettings};
 use crate::iap;
 use crate::ops::metrics::{Metrics, RouteLabels};
 use crate::outbound::body::{CountingBody, ReqBody};
@@ -49,24 +49,36 @@ pub(crate) struct Shared {
     bytes_out: Counter,
 }
 
+/// The configured upstream cannot be a request target: settings validated the URL, so this
+/// is a scheme or host that `url` accepts and `http` does not.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot use upstream {upstream} as a request target: {source}")]
+pub struct UpstreamTarget {
+    upstream: Url,
+    source: InvalidUri,
+}
+
 impl Shared {
     pub(crate) fn new(
-        route: &Settings,
+        route: &RouteSettings,
+        max_header_bytes: usize,
         clients: Clients,
         tokens: TokenCache,
         listen_host: String,
         metrics: &Metrics,
-    ) -> Result<Shared, String> {
+    ) -> Result<Shared, UpstreamTarget> {
         let upstream = route.upstream.clone();
-        let scheme =
-            Scheme::try_from(upstream.scheme()).map_err(|e| format!("upstream scheme: {e}"))?;
-        let host = upstream.host_str().ok_or("upstream URL has no host")?;
+        let invalid = |source| UpstreamTarget {
+            upstream: route.upstream.clone(),
+            source,
+        };
+        let scheme = Scheme::try_from(upstream.scheme()).map_err(invalid)?;
+        let host = upstream.host_str().unwrap_or_default();
         let authority = match upstream.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_string(),
         };
-        let authority =
-            Authority::try_from(authority).map_err(|e| format!("upstream authority: {e}"))?;
+        let authority = Authority::try_from(authority).map_err(invalid)?;
         let base_path = upstream.path().trim_end_matches('/').to_string();
         let labels = RouteLabels {
             route: route.name.as_str().into(),
@@ -81,7 +93,7 @@ impl Shared {
             header: route.header,
             rewrite_redirects: route.rewrite_redirects,
             upstream_timeout: route.upstream_timeout,
-            max_header_bytes: route.max_header_bytes,
+            max_header_bytes,
             listen_host,
             upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),

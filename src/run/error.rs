@@ -5,6 +5,7 @@ use crate::iap::discovery::DiscoveryError;
 use crate::outbound::egress::EgressError;
 use crate::outbound::tls::TlsError;
 use crate::proxy::client_secret::SecretFileError;
+use crate::proxy::forward::UpstreamTarget;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +14,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("cannot use upstream {upstream}: {reason}")]
-    Upstream { upstream: String, reason: String },
+    #[error(transparent)]
+    UpstreamTarget(#[from] UpstreamTarget),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
     #[error("cannot listen on {addr} for {what}: {source}")]

@@ -26,7 +26,7 @@ impl Listeners {
         mut routes: Vec<Listener>,
         settings: &Settings,
     ) -> Result<Listeners, StartError> {
-        for route in settings.routes().skip(routes.len()) {
+        for route in settings.routes.iter().skip(routes.len()) {
             let listener =
                 listener::bind(&route.listen)
                     .await
@@ -37,7 +37,7 @@ impl Listeners {
                     })?;
             routes.push(listener);
         }
-        let admin = match settings.admin_listen {
+        let admin = match settings.process.admin_listen {
             Some(addr) => {
                 Some(
                     TcpListener::bind(addr)

@@ -50,7 +50,7 @@ pub async fn serve(
     env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drain, StartError> {
-    let tls = tls::client_config(settings.upstream_ca.as_deref())?;
+    let tls = tls::client_config(settings.process.upstream_ca.as_deref())?;
     let egress = Egress::from_env(&env)?;
     let clients = Clients::with_egress(tls.clone(), &egress);
     let token_http = TokenHttp::with_egress(tls, &egress);
@@ -58,7 +58,7 @@ pub async fn serve(
     let mut caches = routes::Caches::default();
     let mut servers = Vec::new();
     let mut admin_routes = Vec::new();
-    for (route, listener) in settings.routes().zip(listeners.routes) {
+    for (route, listener) in settings.routes.iter().zip(listeners.routes) {
         let audience = routes::audience(route, &clients).await?;
         let tokens = caches
             .get_or_spawn(route, &audience, &env, &token_http, &metrics)
@@ -70,15 +70,12 @@ pub async fn serve(
         };
         let shared = Shared::new(
             route,
+            settings.process.max_header_bytes,
             clients.clone(),
             tokens.clone(),
             listen_host,
             &metrics,
-        )
-        .map_err(|reason| StartError::Upstream {
-            upstream: route.upstream.to_string(),
-            reason,
-        })?;
+        )?;
         let client_secret = match &route.client_secret_file {
             Some(path) => Some(ClientSecret::from_file(path)?),
             None => None,
@@ -95,12 +92,12 @@ pub async fn serve(
         let name: Arc<str> = route.name.as_str().into();
         admin_routes.push((name.clone(), tokens));
         let opts = ServerOptions {
-            shutdown_grace: settings.shutdown_grace,
-            header_read_timeout: settings.header_read_timeout,
-            max_header_bytes: settings.max_header_bytes,
-            max_concurrent_requests: settings.max_concurrent_requests,
-            max_connections: settings.max_connections,
-            access_log: settings.access_log,
+            shutdown_grace: settings.process.shutdown_grace,
+            header_read_timeout: settings.process.header_read_timeout,
+            max_header_bytes: settings.process.max_header_bytes,
+            max_concurrent_requests: settings.process.max_concurrent_requests,
+            max_connections: settings.process.max_connections,
+            access_log: settings.process.access_log,
             route: name,
             metrics: metrics.clone(),
             client_secret,
@@ -131,7 +128,7 @@ pub async fn serve(
         }));
     let stopper = async {
         let delay = tokio::select! {
-            () = shutdown => settings.max_sigterm_delay,
+            () = shutdown => settings.process.max_sigterm_delay,
             () = admin.quit.notified() => Duration::ZERO,
         };
         admin.draining.store(true, Ordering::SeqCst);

@@ -9,13 +9,16 @@ use url::Url;
 use super::error::StartError;
 use crate::auth::cache::{FetchCounters, RefreshPolicy};
 use crate::auth::{self, TokenCache, TokenHttp};
-use crate::config::{Env, Settings, TokenKind};
+use crate::config::{Env, RouteSettings, TokenKind};
 use crate::iap::discovery;
 use crate::ops::metrics::{Metrics, RefreshLabels};
 use crate::outbound::clients::Clients;
 
 /// The route's audience: configured, or discovered from the upstream (`auto`).
-pub(crate) async fn audience(route: &Settings, clients: &Clients) -> Result<String, StartError> {
+pub(crate) async fn audience(
+    route: &RouteSettings,
+    clients: &Clients,
+) -> Result<String, StartError> {
     if let Some(audience) = route.explicit_audience() {
         return Ok(audience.to_owned());
     }
@@ -43,7 +46,7 @@ pub(crate) struct Caches(HashMap<CacheKey, TokenCache>);
 impl Caches {
     pub(crate) async fn get_or_spawn(
         &mut self,
-        route: &Settings,
+        route: &RouteSettings,
         audience: &str,
         env: &Env,
         http: &TokenHttp,

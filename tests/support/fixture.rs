@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use iap_proxy::config::{Env, Settings};
-use url::Url;
 
 use super::{Alpn, FakeGoogle, TestDir, Upstream, UpstreamOptions};
 
@@ -42,10 +41,18 @@ impl World {
 
     /// Settings for a proxy using the key file and trusting the test CA.
     pub fn settings(&self) -> Settings {
-        let mut s = Settings::new(Url::parse(&self.upstream.url()).unwrap(), AUDIENCE);
-        s.credentials = Some(self.key_file.clone());
-        s.upstream_ca = Some(self.upstream.ca_path().to_path_buf());
-        s
+        let upstream = self.upstream.url();
+        let args = [
+            "--upstream",
+            upstream.as_str(),
+            "--audience",
+            AUDIENCE,
+            "--credentials",
+            self.key_file.to_str().expect("UTF-8 temp path"),
+            "--upstream-ca",
+            self.upstream.ca_path().to_str().expect("UTF-8 temp path"),
+        ];
+        Settings::from_args(&args, &Env::default()).expect("the test settings are valid")
     }
 
     /// An environment with nothing from the test process in it.

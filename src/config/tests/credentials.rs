@@ -17,13 +17,13 @@ fn credential_keys_parse_and_layer() {
         &[("IAP_PROXY_TOKEN_KIND", "id-token")],
     );
     assert_eq!(
-        s.impersonate_service_account,
+        s.routes[0].impersonate_service_account,
         ["a@p.iam.gserviceaccount.com", "d@p.iam.gserviceaccount.com"]
     );
-    assert_eq!(s.iam_endpoint.as_str(), "http://127.0.0.1:9/");
-    assert_eq!(s.credentials, Some(PathBuf::from("gcloud")));
+    assert_eq!(s.routes[0].iam_endpoint.as_str(), "http://127.0.0.1:9/");
+    assert_eq!(s.routes[0].credentials, Some(PathBuf::from("gcloud")));
     let s = load_ok(&[], &[("IAP_PROXY_TOKEN_KIND", "self-signed-jwt")]);
-    assert_eq!(s.token_kind, TokenKind::SelfSignedJwt);
+    assert_eq!(s.routes[0].token_kind, TokenKind::SelfSignedJwt);
     let dir = TempDir::new();
     let file = dir.file(
         "c.toml",
@@ -31,7 +31,7 @@ fn credential_keys_parse_and_layer() {
     );
     let s = load_ok(&["--config", &file], &[]);
     assert_eq!(
-        s.impersonate_service_account,
+        s.routes[0].impersonate_service_account,
         ["x@p.iam.gserviceaccount.com"]
     );
 }

@@ -24,10 +24,11 @@ fn cli_parses_values_and_rejects_misuse() {
         "json",
         "--allow-non-loopback",
     ]);
-    assert_eq!(args.header.as_deref(), Some("Proxy-Authorization"));
-    assert_eq!(args.log_format.as_deref(), Some("json"));
-    assert!(args.allow_non_loopback && !args.no_rewrite_redirects);
-    assert_eq!(args.listen, None);
+    let given = args.given();
+    assert_eq!(given.value("header"), Some("Proxy-Authorization"));
+    assert_eq!(given.value("log_format"), Some("json"));
+    assert!(given.switch("allow_non_loopback") && !given.switch("no_rewrite_redirects"));
+    assert_eq!(given.value("listen"), None);
     // Bad values pass clap and are reported by validation, together with the rest.
     for bad in [
         &["--header", "x-auth"][..],
@@ -50,16 +51,50 @@ fn cli_parses_values_and_rejects_misuse() {
         );
     }
     assert_eq!(
-        token_args(&["--audience", "a"]).audience.as_deref(),
+        token_args(&["--audience", "a"]).given().value("audience"),
         Some("a")
     );
+    // The token command has no proxy-only flags.
+    assert!(Cli::try_parse_from(["iap-proxy", "token", "--listen", "127.0.0.1:1"]).is_err());
 }
 
 #[test]
-fn defaults_match_settings_new() {
-    let loaded = load_ok(&[], &[]);
-    let new = Settings::new(Url::parse(UP).unwrap(), AUD);
-    assert_eq!(format!("{loaded:?}"), format!("{new:?}"));
+fn defaults_are_the_documented_ones() {
+    let s = load_ok(&[], &[]);
+    let p = &s.process;
+    assert_eq!(p.upstream_ca, None);
+    assert!(!p.allow_non_loopback && !p.access_log);
+    assert_eq!(p.log_format, LogFormat::Text);
+    assert_eq!(p.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(p.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(
+        (p.max_header_bytes, p.max_concurrent_requests),
+        (65536, 4096)
+    );
+    assert_eq!(
+        (p.admin_listen, p.max_sigterm_delay),
+        (None, Duration::ZERO)
+    );
+    assert_eq!(p.max_connections, 10_000);
+    let r = &s.routes[0];
+    assert_eq!(r.name, DEFAULT_ROUTE);
+    assert_eq!(r.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        (r.credentials.as_ref(), r.header),
+        (None, AuthHeader::Authorization)
+    );
+    assert!(r.impersonate_service_account.is_empty());
+    assert_eq!(
+        r.iam_endpoint.as_str(),
+        "https://iamcredentials.googleapis.com/"
+    );
+    assert_eq!(r.token_kind, TokenKind::IdToken);
+    assert_eq!(r.client_secret_file, None);
+    assert!(r.rewrite_redirects);
+    assert_eq!(r.upstream_timeout, Duration::from_secs(60));
+    assert_eq!(r.token_wait, Duration::from_secs(10));
+    let auto = load(&["--upstream", UP], &[]).unwrap();
+    assert_eq!(auto.routes[0].audience, AUDIENCE_AUTO);
 }
 
 #[test]
@@ -97,7 +132,10 @@ fn precedence_default_file_env_flag() {
         };
         let s = load_ok(&flags, env);
         assert_eq!(
-            (s.listen.port().unwrap(), s.shutdown_grace.as_secs()),
+            (
+                s.routes[0].listen.port().unwrap(),
+                s.process.shutdown_grace.as_secs()
+            ),
             (port, grace),
             "{flags:?} {env:?}"
         );
@@ -117,16 +155,16 @@ fn env_values_are_typed_and_flags_win() {
         ("IAP_PROXY_LISTEN", ""),
     ];
     let s = load(&[], &env).unwrap();
-    assert_eq!(s.upstream.as_str(), "http://localhost:9000/base");
-    assert_eq!(s.audience, "0123");
-    assert_eq!(s.header, AuthHeader::ProxyAuthorization);
-    assert_eq!(s.log_format, LogFormat::Json);
-    assert!(!s.rewrite_redirects);
+    assert_eq!(s.routes[0].upstream.as_str(), "http://localhost:9000/base");
+    assert_eq!(s.routes[0].audience, "0123");
+    assert_eq!(s.routes[0].header, AuthHeader::ProxyAuthorization);
+    assert_eq!(s.process.log_format, LogFormat::Json);
+    assert!(!s.routes[0].rewrite_redirects);
     assert_eq!(
-        (s.max_header_bytes, s.token_wait),
+        (s.process.max_header_bytes, s.routes[0].token_wait),
         (8192, Duration::from_secs(5))
     );
-    assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.routes[0].listen.to_string(), "127.0.0.1:8080");
     let s = load(
         &[
             "--audience",
@@ -140,8 +178,8 @@ fn env_values_are_typed_and_flags_win() {
     )
     .unwrap();
     assert_eq!(
-        (s.audience.as_str(), s.header),
+        (s.routes[0].audience.as_str(), s.routes[0].header),
         ("flag", AuthHeader::Authorization)
     );
-    assert_eq!(s.token_wait, Duration::from_secs(7));
+    assert_eq!(s.routes[0].token_wait, Duration::from_secs(7));
 }

@@ -29,7 +29,7 @@ header = "authorization"
 #[test]
 fn routes_without_a_top_level_upstream_inherit_the_rest() {
     let s = load_file(TWO_ROUTES, &[]).unwrap();
-    let routes: Vec<&Settings> = s.routes().collect();
+    let routes = &s.routes;
     assert_eq!(routes.len(), 2);
     assert_eq!(routes[0].name, "reports");
     assert_eq!(routes[0].listen.to_string(), "127.0.0.1:8081");
@@ -55,7 +55,7 @@ fn routes_without_a_top_level_upstream_inherit_the_rest() {
 #[test]
 fn a_top_level_upstream_is_a_route_too_and_flags_reach_every_route() {
     let s = load_file(TWO_ROUTES, &["--upstream", UP, "--token-wait", "7"]).unwrap();
-    let routes: Vec<&Settings> = s.routes().collect();
+    let routes = &s.routes;
     assert_eq!(routes.len(), 3);
     assert_eq!(routes[0].name, DEFAULT_ROUTE);
     assert_eq!(routes[0].listen.to_string(), "127.0.0.1:8080");
@@ -125,19 +125,22 @@ fn sidecar_keys() {
         ],
         &[],
     );
-    assert_eq!(s.admin_listen, Some("127.0.0.1:9091".parse().unwrap()));
-    assert_eq!(s.max_sigterm_delay, Duration::from_secs(15));
+    assert_eq!(
+        s.process.admin_listen,
+        Some("127.0.0.1:9091".parse().unwrap())
+    );
+    assert_eq!(s.process.max_sigterm_delay, Duration::from_secs(15));
     let errs = load_err(&["--upstream", UP, "--admin-listen", "0.0.0.0:9091"], &[]);
     assert_one_error(&errs, &["admin_listen", "--allow-non-loopback"]);
     let s = load_ok(
         &["--admin-listen", "0.0.0.0:9091", "--allow-non-loopback"],
         &[],
     );
-    assert!(s.admin_listen.is_some());
+    assert!(s.process.admin_listen.is_some());
     let errs = load_err(&["--upstream", UP, "--listen", "unix:"], &[]);
     assert_one_error(&errs, &["listen", "socket path"]);
     let s = load_ok(&["--listen", "unix:/run/iap.sock"], &[]);
-    assert_eq!(s.listen, ListenAddr::Unix("/run/iap.sock".into()));
+    assert_eq!(s.routes[0].listen, ListenAddr::Unix("/run/iap.sock".into()));
     let dir = TempDir::new();
     let missing = dir.missing("secret");
     let errs = load_err(&["--upstream", UP, "--client-secret-file", &missing], &[]);

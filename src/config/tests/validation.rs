@@ -19,12 +19,12 @@ fn non_loopback_listen_needs_permission() {
             ],
         );
         let s = load_ok(&["--listen", listen, "--allow-non-loopback"], &[]);
-        assert!(s.allow_non_loopback);
+        assert!(s.process.allow_non_loopback);
         let s = load_ok(
             &["--listen", listen],
             &[("IAP_PROXY_ALLOW_NON_LOOPBACK", "true")],
         );
-        assert_eq!(s.listen.to_string(), listen);
+        assert_eq!(s.routes[0].listen.to_string(), listen);
     }
     for listen in [
         "127.0.0.1:1",
@@ -33,7 +33,9 @@ fn non_loopback_listen_needs_permission() {
         "[::ffff:127.0.0.1]:80",
     ] {
         assert_eq!(
-            load_ok(&["--listen", listen], &[]).listen.to_string(),
+            load_ok(&["--listen", listen], &[]).routes[0]
+                .listen
+                .to_string(),
             listen
         );
     }
@@ -48,7 +50,7 @@ fn upstream_rules() {
         "http://[::1]:3000",
     ] {
         let s = load(&["--audience", AUD, "--upstream", ok], &[]).unwrap();
-        assert_eq!(s.upstream, Url::parse(ok).unwrap());
+        assert_eq!(s.routes[0].upstream, Url::parse(ok).unwrap());
     }
     let cases = [
         ("app.example.com", "not an absolute URL"),
@@ -161,14 +163,16 @@ fn each_rule_has_its_own_message() {
         assert_one_error(&load_err(&all, &env), &want);
     }
     assert_eq!(
-        load_ok(&["--shutdown-grace", "0"], &[]).shutdown_grace,
+        load_ok(&["--shutdown-grace", "0"], &[])
+            .process
+            .shutdown_grace,
         Duration::ZERO
     );
     let pem = dir.file("ca.pem", PEM);
     let creds = dir.file("sa.json", "{}");
     let s = load_ok(&["--upstream-ca", &pem, "--credentials", &creds], &[]);
-    assert_eq!(s.upstream_ca, Some(PathBuf::from(&pem)));
-    assert_eq!(s.credentials, Some(PathBuf::from(&creds)));
+    assert_eq!(s.process.upstream_ca, Some(PathBuf::from(&pem)));
+    assert_eq!(s.routes[0].credentials, Some(PathBuf::from(&creds)));
 }
 
 #[test]
@@ -180,11 +184,17 @@ fn required_settings() {
     );
     // No audience means `auto`: discovered from the upstream at start-up.
     let s = load_ok_without_audience(&["--upstream", UP]);
-    assert_eq!((s.audience.as_str(), s.explicit_audience()), ("auto", None));
+    assert_eq!(
+        (
+            s.routes[0].audience.as_str(),
+            s.routes[0].explicit_audience()
+        ),
+        ("auto", None)
+    );
     let s = load_ok_without_audience(&["--upstream", UP, "--audience", "AUTO"]);
-    assert_eq!(s.explicit_audience(), None);
+    assert_eq!(s.routes[0].explicit_audience(), None);
     let s = load_ok_without_audience(&["--upstream", UP, "--audience", AUD]);
-    assert_eq!(s.explicit_audience(), Some(AUD));
+    assert_eq!(s.routes[0].explicit_audience(), Some(AUD));
     assert_one_error(
         &load_err(&["--upstream", UP, "--audience", " "], &[]),
         &["audience", "must not be empty"],
@@ -272,9 +282,9 @@ fn config_file_from_env_and_unknown_env_vars() {
     let a = dir.file("a.toml", "shutdown_grace = 5\n");
     let b = dir.file("b.toml", "shutdown_grace = 6\n");
     let s = load_ok(&[], &[("IAP_PROXY_CONFIG", &a)]);
-    assert_eq!(s.shutdown_grace.as_secs(), 5);
+    assert_eq!(s.process.shutdown_grace.as_secs(), 5);
     let s = load_ok(&["--config", &b], &[("IAP_PROXY_CONFIG", &a)]);
-    assert_eq!(s.shutdown_grace.as_secs(), 6);
+    assert_eq!(s.process.shutdown_grace.as_secs(), 6);
     let errors = load_err(
         &["--upstream", UP, "--audience", AUD],
         &[("IAP_PROXY_UPSTREM", UP), ("OTHER", "x")],
@@ -334,15 +344,10 @@ fn example_file_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/iap-proxy.example.toml");
     let s = load(&["--config", example], &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        (s.upstream.as_str(), s.audience.as_str()),
+        (s.routes[0].upstream.as_str(), s.routes[0].audience.as_str()),
         ("https://app.example.com/", AUD)
     );
-    let new = Settings::new(s.upstream.clone(), AUD);
-    assert_eq!(
-        format!("{s:?}"),
-        format!("{new:?}"),
-        "the example should show the defaults"
-    );
+    assert_eq!(s, load_ok(&[], &[]), "the example should show the defaults");
 }
 
 fn load_ok_without_audience(argv: &[&str]) -> Settings {

@@ -1,7 +1,10 @@
 //! Validation of the credential keys: impersonate_service_account, iam_endpoint and
 //! token_kind (kept apart from layers.rs so the two grow independently).
 
-use super::*;
+use url::Url;
+
+use super::layers::Layered;
+use super::values::{TokenKind, is_loopback_host};
 
 impl Layered {
     pub(super) fn impersonate(&mut self) -> Vec<String> {
@@ -52,18 +55,17 @@ impl Layered {
         Some(url)
     }
 
-    /// A self-signed JWT is signed by the key file's own account: nothing to impersonate.
     /// The three keys that say which token to get and how: impersonation, the IAM
-    /// endpoint and the token kind, checked together.
-    pub(super) fn token_keys(&mut self) -> (Vec<String>, Url, TokenKind) {
+    /// endpoint and the token kind, checked together (a self-signed JWT is signed by the
+    /// key file's own account: nothing to impersonate). `None` comes with a reported problem.
+    pub(super) fn token_keys(&mut self) -> Option<(Vec<String>, Url, TokenKind)> {
         let impersonate = self.impersonate();
-        let iam_endpoint = self.iam_endpoint().unwrap_or_else(default_iam_endpoint);
-        // A default exists, so a None comes with a reported problem.
-        let kind = self
-            .parsed::<TokenKind>("token_kind")
-            .unwrap_or(TokenKind::IdToken);
-        self.token_kind_fits(kind, &impersonate);
-        (impersonate, iam_endpoint, kind)
+        let iam_endpoint = self.iam_endpoint();
+        let kind = self.choice::<TokenKind>("token_kind");
+        if let Some(kind) = kind {
+            self.token_kind_fits(kind, &impersonate);
+        }
+        Some((impersonate, iam_endpoint?, kind?))
     }
 
     fn token_kind_fits(&mut self, kind: TokenKind, impersonate: &[String]) {

@@ -1,0 +1,257 @@
+//! The validated settings: the process's own, and one set per route. Each field is read
+//! here from the merged layers, by the key its row in the table declares.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use url::Url;
+
+use super::cli::{Cli, ProxyArgs, TokenArgs};
+use super::env::Env;
+use super::layers::{ConfigErrors, For, Layered};
+use super::routes;
+use super::values::{AuthHeader, ListenAddr, LogFormat, TokenKind};
+
+/// The name of the route made of the top-level settings.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// The `audience` value (also its default) that asks the proxy to discover the audience
+/// from the upstream at start-up.
+pub const AUDIENCE_AUTO: &str = "auto";
+
+/// Validated settings of the proxy command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub process: ProcessSettings,
+    /// The top-level route (when there is a top-level upstream), then each `[[routes]]`.
+    pub routes: Vec<RouteSettings>,
+}
+
+/// Settings that belong to the process, not to a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSettings {
+    pub upstream_ca: Option<PathBuf>,
+    pub allow_non_loopback: bool,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_concurrent_requests: usize,
+    /// Where the admin endpoints listen (off when `None`).
+    pub admin_listen: Option<SocketAddr>,
+    /// How long to keep serving after SIGTERM before the drain starts.
+    pub max_sigterm_delay: Duration,
+    pub max_connections: usize,
+    /// One log line per request.
+    pub access_log: bool,
+}
+
+/// One route: where it listens, what it forwards to, and how it gets its token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSettings {
+    /// The route's name in logs and metrics: `default` for the top-level route.
+    pub name: String,
+    pub listen: ListenAddr,
+    pub upstream: Url,
+    pub audience: String,
+    pub credentials: Option<PathBuf>,
+    pub header: AuthHeader,
+    /// `EMAIL[,DELEGATE…]`: impersonate EMAIL (through the delegates); empty for none.
+    pub impersonate_service_account: Vec<String>,
+    /// Base URL of the IAM Credentials API (generateIdToken).
+    pub iam_endpoint: Url,
+    pub token_kind: TokenKind,
+    /// A secret clients must present (`x-iap-proxy-secret`).
+    pub client_secret_file: Option<PathBuf>,
+    pub rewrite_redirects: bool,
+    pub upstream_timeout: Duration,
+    pub token_wait: Duration,
+}
+
+impl RouteSettings {
+    /// The configured audience, or `None` when it is to be discovered (`auto`).
+    pub fn explicit_audience(&self) -> Option<&str> {
+        let a = self.audience.trim();
+        (!a.eq_ignore_ascii_case(AUDIENCE_AUTO)).then_some(a)
+    }
+}
+
+impl Settings {
+    /// Parses `args` as the proxy's command line (without the program name) and loads the
+    /// settings, as the binary would: for tests and embedders.
+    pub fn from_args(args: &[&str], env: &Env) -> Result<Settings, ConfigErrors> {
+        let argv = std::iter::once("iap-proxy").chain(args.iter().copied());
+        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        Settings::load(&cli.proxy, env)
+    }
+
+    /// Layers defaults, the `--config` file, `IAP_PROXY_*` variables and flags, then validates.
+    pub fn load(args: &ProxyArgs, env: &Env) -> Result<Settings, ConfigErrors> {
+        let mut l = Layered::new(args.given(), env, For::Proxy);
+        // With [[routes]] and no top-level upstream there is no top-level route; the routes
+        // still inherit every other top-level setting.
+        let tables = routes::take_tables(&mut l);
+        let top_level_route = l.has("upstream") || tables.is_empty();
+        let process = ProcessSettings::load(&mut l);
+        let allow_non_loopback = process.as_ref().is_some_and(|p| p.allow_non_loopback);
+        let mut routes = Vec::new();
+        if top_level_route {
+            routes.extend(RouteSettings::load(
+                &mut l,
+                DEFAULT_ROUTE.into(),
+                allow_non_loopback,
+            ));
+        }
+        for (index, table) in tables.into_iter().enumerate() {
+            let mut rl = routes::layers_of(&l, index, table);
+            let name = routes::route_name(&mut rl, index);
+            routes.extend(RouteSettings::load(&mut rl, name, allow_non_loopback));
+            l.errors.append(&mut rl.errors);
+        }
+        check_distinct(&mut l, &routes);
+        match process {
+            Some(process) if l.errors.is_empty() && !routes.is_empty() => {
+                Ok(Settings { process, routes })
+            }
+            _ => Err(l.into_errors()),
+        }
+    }
+}
+
+impl ProcessSettings {
+    fn load(l: &mut Layered) -> Option<ProcessSettings> {
+        let allow_non_loopback = l.boolean("allow_non_loopback");
+        let upstream_ca = l.upstream_ca();
+        let log_format = l.choice::<LogFormat>("log_format");
+        let shutdown_grace = l.seconds("shutdown_grace", 0);
+        let header_read_timeout = l.seconds("header_read_timeout", 1);
+        // hyper refuses a smaller read buffer than 8 KiB.
+        let max_header_bytes = l.count("max_header_bytes", 8192, "bytes");
+        let max_concurrent_requests = l.count("max_concurrent_requests", 1, "requests");
+        let admin_listen = l.admin_listen(allow_non_loopback);
+        let max_sigterm_delay = l.seconds("max_sigterm_delay", 0);
+        let max_connections = l.count("max_connections", 1, "connections");
+        let access_log = l.boolean("access_log");
+        Some(ProcessSettings {
+            upstream_ca,
+            allow_non_loopback,
+            log_format: log_format?,
+            shutdown_grace: shutdown_grace?,
+            header_read_timeout: header_read_timeout?,
+            max_header_bytes: max_header_bytes?,
+            max_concurrent_requests: max_concurrent_requests?,
+            admin_listen,
+            max_sigterm_delay: max_sigterm_delay?,
+            max_connections: max_connections?,
+            access_log,
+        })
+    }
+}
+
+impl RouteSettings {
+    /// Reads and validates one route's keys; problems go to `l.errors`.
+    fn load(l: &mut Layered, name: String, allow_non_loopback: bool) -> Option<RouteSettings> {
+        let listen = l.listen("listen", allow_non_loopback);
+        let upstream = l.upstream();
+        let audience = l.audience();
+        let credentials = l.credentials();
+        let header = l.choice::<AuthHeader>("header");
+        let token_keys = l.token_keys();
+        let client_secret_file = l.existing_file("client_secret_file");
+        let rewrite_redirects = !l.boolean("no_rewrite_redirects");
+        let upstream_timeout = l.seconds("upstream_timeout", 1);
+        let token_wait = l.seconds("token_wait", 1);
+        let (impersonate_service_account, iam_endpoint, token_kind) = token_keys?;
+        Some(RouteSettings {
+            name,
+            listen: listen?,
+            upstream: upstream?,
+            audience: audience?,
+            credentials,
+            header: header?,
+            impersonate_service_account,
+            iam_endpoint,
+            token_kind,
+            client_secret_file,
+            rewrite_redirects,
+            upstream_timeout: upstream_timeout?,
+            token_wait: token_wait?,
+        })
+    }
+}
+
+/// Two routes cannot share a listener or a name.
+pub(super) fn check_distinct(l: &mut Layered, routes: &[RouteSettings]) {
+    for (i, a) in routes.iter().enumerate() {
+        for b in &routes[..i] {
+            if a.listen == b.listen {
+                l.errors.push(format!(
+                    "routes `{}` and `{}` both listen on {}; give each route its own listen address",
+                    b.name, a.name, a.listen
+                ));
+            }
+            if a.name == b.name {
+                l.errors.push(format!(
+                    "two routes are named `{}`; route names must be unique",
+                    a.name
+                ));
+            }
+        }
+    }
+}
+
+/// Validated settings of the `token` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    pub audience: String,
+    pub credentials: Option<PathBuf>,
+    pub upstream_ca: Option<PathBuf>,
+    pub impersonate_service_account: Vec<String>,
+    pub iam_endpoint: Url,
+    pub token_kind: TokenKind,
+    /// Only needed (and then required) for `--token-kind self-signed-jwt`.
+    pub upstream: Option<Url>,
+}
+
+impl TokenSettings {
+    /// Same layering as [`Settings::load`], so one config file serves both commands.
+    pub fn load(args: &TokenArgs, env: &Env) -> Result<TokenSettings, ConfigErrors> {
+        let mut l = Layered::new(args.given(), env, For::Token);
+        let audience = l.audience();
+        let credentials = l.credentials();
+        let upstream_ca = l.upstream_ca();
+        if audience
+            .as_deref()
+            .is_some_and(|a| a.trim().eq_ignore_ascii_case(AUDIENCE_AUTO))
+        {
+            l.problem(
+                "audience",
+                "`auto` needs an upstream to ask; the token command takes the IAP OAuth client ID itself",
+            );
+        }
+        let token_keys = l.token_keys();
+        // The upstream matters to the token command only as a self-signed JWT's audience.
+        let upstream = match token_keys {
+            Some((_, _, TokenKind::SelfSignedJwt)) => l.upstream(),
+            _ => None,
+        };
+        match (audience, token_keys) {
+            (Some(audience), Some((impersonate_service_account, iam_endpoint, token_kind)))
+                if l.errors.is_empty() =>
+            {
+                Ok(TokenSettings {
+                    audience,
+                    credentials,
+                    upstream_ca,
+                    impersonate_service_account,
+                    iam_endpoint,
+                    token_kind,
+                    upstream,
+                })
+            }
+            _ => Err(l.into_errors()),
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Every setting, declared once. A row names the key (the TOML key; the flag is `--` + the
+//! key with `_` → `-`; the variable is `IAP_PROXY_` + the key in capitals), says whether it
+//! belongs to the process or to each route, how the flag takes its value, the default, and
+//! the help. The command line, the environment, the TOML file, route inheritance and the
+//! list of known keys are all read off this table; `settings.rs` gives each key its type.
+
+/// Who a setting belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// One value for the whole process; refused inside a `[[routes]]` table.
+    Process,
+    /// Each route's own; a `[[routes]]` table may set it, else it inherits the top level.
+    Route,
+    /// Only inside a `[[routes]]` table (no flag, no variable).
+    RouteTable,
+}
+
+/// How the flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arg {
+    /// `--key VALUE`, shown as `VALUE` in the help.
+    Value(&'static str),
+    /// `--key` alone means true.
+    Switch,
+}
+
+/// Whether `iap-proxy token` takes the setting too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token {
+    No,
+    Yes,
+    /// Taken, but without the proxy's default (the token command cannot discover one).
+    WithoutDefault,
+}
+
+#[derive(Debug)]
+pub(crate) struct Setting {
+    pub(crate) key: &'static str,
+    pub(crate) scope: Scope,
+    pub(crate) arg: Arg,
+    pub(crate) default: Option<&'static str>,
+    pub(crate) token: Token,
+    pub(crate) help: &'static str,
+}
+
+const fn row(
+    key: &'static str,
+    scope: Scope,
+    arg: Arg,
+    default: Option<&'static str>,
+    token: Token,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        key,
+        scope,
+        arg,
+        default,
+        token,
+        help,
+    }
+}
+
+use Arg::{Switch, Value};
+use Scope::{Process, Route, RouteTable};
+
+/// In the order `--help` shows them.
+pub(crate) const SETTINGS: &[Setting] = &[
+    row(
+        "listen",
+        Route,
+        Value("ADDR"),
+        Some("127.0.0.1:8080"),
+        Token::No,
+        "Address to listen on: IPv4 or [IPv6]:port, or unix:PATH for a Unix socket",
+    ),
+    row(
+        "upstream",
+        Route,
+        Value("URL"),
+        None,
+        Token::Yes,
+        "Base URL of the IAP-protected service, e.g. https://app.example.com (required)",
+    ),
+    row(
+        "audience",
+        Route,
+        Value("AUD"),
+        Some("auto"),
+        Token::WithoutDefault,
+        "ID token audience: the IAP OAuth client ID, or `auto` to ask the upstream at start-up",
+    ),
+    row(
+        "credentials",
+        Route,
+        Value("FILE"),
+        None,
+        Token::Yes,
+        "Credentials JSON file, or `gcloud` for the gcloud CLI [default: \
+         GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, metadata server]",
+    ),
+    row(
+        "header",
+        Route,
+        Value("authorization|proxy-authorization|x-serverless-authorization"),
+        Some("authorization"),
+        Token::No,
+        "Request header that carries the token",
+    ),
+    row(
+        "upstream_ca",
+        Process,
+        Value("PEMFILE"),
+        None,
+        Token::Yes,
+        "Extra PEM CA certificates to trust for the upstream, besides the system roots",
+    ),
+    row(
+        "allow_non_loopback",
+        Process,
+        Switch,
+        Some("false"),
+        Token::No,
+        "Allow listening on a non-loopback address (anyone reaching it acts as the service account)",
+    ),
+    row(
+        "log_format",
+        Process,
+        Value("text|json"),
+        Some("text"),
+        Token::No,
+        "Log output format",
+    ),
+    row(
+        "no_rewrite_redirects",
+        Route,
+        Switch,
+        Some("false"),
+        Token::No,
+        "Pass upstream redirects through unchanged instead of pointing them back at the proxy",
+    ),
+    row(
+        "shutdown_grace",
+        Process,
+        Value("SECONDS"),
+        Some("30"),
+        Token::No,
+        "Seconds to let in-flight requests finish after SIGTERM/Ctrl-C",
+    ),
+    row(
+        "upstream_timeout",
+        Route,
+        Value("SECONDS"),
+        Some("60"),
+        Token::No,
+        "Seconds to wait for the upstream's response headers",
+    ),
+    row(
+        "token_wait",
+        Route,
+        Value("SECONDS"),
+        Some("10"),
+        Token::No,
+        "Seconds a request without a valid token waits for one to be fetched",
+    ),
+    row(
+        "header_read_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("30"),
+        Token::No,
+        "Seconds a client has to send its request headers",
+    ),
+    row(
+        "max_header_bytes",
+        Process,
+        Value("N"),
+        Some("65536"),
+        Token::No,
+        "Largest accepted request header block, in bytes (at least 8192)",
+    ),
+    row(
+        "max_concurrent_requests",
+        Process,
+        Value("N"),
+        Some("4096"),
+        Token::No,
+        "Requests served at once; more wait their turn",
+    ),
+    row(
+        "impersonate_service_account",
+        Route,
+        Value("EMAIL[,DELEGATE...]"),
+        None,
+        Token::Yes,
+        "Impersonate this service account (through the listed delegates) to get ID tokens",
+    ),
+    row(
+        "iam_endpoint",
+        Route,
+        Value("URL"),
+        Some("https://iamcredentials.googleapis.com"),
+        Token::Yes,
+        "IAM Credentials API base URL",
+    ),
+    row(
+        "token_kind",
+        Route,
+        Value("id-token|self-signed-jwt"),
+        Some("id-token"),
+        Token::Yes,
+        "Token to send: a Google ID token, or a JWT signed by the key file itself",
+    ),
+    row(
+        "admin_listen",
+        Process,
+        Value("ADDR"),
+        None,
+        Token::No,
+        "Admin listener for /healthz, /readyz, /metrics and POST /quitquitquit [default: off]",
+    ),
+    row(
+        "max_sigterm_delay",
+        Process,
+        Value("SECONDS"),
+        Some("0"),
+        Token::No,
+        "Seconds to keep serving after SIGTERM before draining (for sidecars whose app still runs)",
+    ),
+    row(
+        "client_secret_file",
+        Route,
+        Value("FILE"),
+        None,
+        Token::No,
+        "File holding a secret clients must send in x-iap-proxy-secret (for non-loopback listeners)",
+    ),
+    row(
+        "max_connections",
+        Process,
+        Value("N"),
+        Some("10000"),
+        Token::No,
+        "Client connections held open at once; past it a new one is answered 503 \
+         (too-many-connections) and closed",
+    ),
+    row(
+        "access_log",
+        Process,
+        Switch,
+        Some("false"),
+        Token::No,
+        "Log one line per request (target iap_proxy::access; Cloud Logging's httpRequest in JSON)",
+    ),
+    row(
+        "name",
+        RouteTable,
+        Value("NAME"),
+        None,
+        Token::No,
+        "The route's name in logs and metrics (route-N when unset)",
+    ),
+];
+
+/// Prefix of every settings variable.
+pub(crate) const ENV_PREFIX: &str = "IAP_PROXY_";
+/// The variable that names the config file (like `--config`); not a setting itself.
+pub(crate) const ENV_CONFIG: &str = "IAP_PROXY_CONFIG";
+
+pub(crate) fn find(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+/// Settings with a flag, a variable and a top-level TOML key.
+pub(crate) fn top_level() -> impl Iterator<Item = &'static Setting> {
+    SETTINGS.iter().filter(|s| s.scope != RouteTable)
+}
+
+/// Keys a `[[routes]]` table may hold.
+pub(crate) fn route_keys() -> impl Iterator<Item = &'static str> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.scope != Process)
+        .map(|s| s.key)
+}
+
+pub(crate) fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+pub(crate) fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace('_', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_snake_case_and_switches_default_to_false() {
+        for (i, s) in SETTINGS.iter().enumerate() {
+            assert!(
+                s.key.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                s.key
+            );
+            assert!(
+                SETTINGS[..i].iter().all(|t| t.key != s.key),
+                "{} twice",
+                s.key
+            );
+            if s.arg == Switch {
+                assert_eq!(s.default, Some("false"), "{}", s.key);
+            }
+        }
+        assert_eq!(flag_name("upstream_ca"), "--upstream-ca");
+        assert_eq!(env_name("upstream_ca"), "IAP_PROXY_UPSTREAM_CA");
+    }
+}
