@@ -1,21 +1,19 @@
 //! Operating the proxy: admin endpoints, readiness, metrics, several routes, Unix sockets,
 //! the client secret, /quitquitquit and --max-sigterm-delay.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support::fixture::{AUDIENCE, World};
+use crate::support::proxy::InProcess;
+use crate::support::proxy_client::{self as client, get, send};
+use crate::support::{Upstream, UpstreamOptions};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use iap_proxy::config::{ListenAddr, Settings};
 use iap_proxy::listener::Listener;
 use iap_proxy::{Drain, Listeners};
-use support::fixture::{AUDIENCE, World};
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get, send};
-use support::{Upstream, UpstreamOptions};
 use tokio::net::TcpListener;
 use url::Url;
 

@@ -1,15 +1,13 @@
 //! End to end, in-process: audience discovery, header modes, the replay on IAP's 401, and
 //! egress through a corporate CONNECT proxy.
 
-mod support;
-
+use crate::support::connect_proxy::ConnectProxy;
+use crate::support::fixture::{AUDIENCE, World};
+use crate::support::proxy::InProcess;
+use crate::support::proxy_client::{self as client, get, send};
 use base64::Engine;
 use http::{Request, StatusCode};
 use iap_proxy::config::{AuthHeader, Env};
-use support::connect_proxy::ConnectProxy;
-use support::fixture::{AUDIENCE, World};
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get, send};
 use url::Url;
 
 #[tokio::test]

@@ -1,18 +1,16 @@
 //! Every credential kind, end to end: in-process proxy → checking TLS upstream, with
 //! tokens from the fake Google (refresh grant, generateIdToken, STS) or signed locally.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use crate::support::fake_iam::{Pool, SUBJECT_HEADER, User};
+use crate::support::fixture::{AUDIENCE, SA_EMAIL, World};
+use crate::support::now_secs;
+use crate::support::proxy::InProcess;
+use crate::support::proxy_client::{self as client, get};
 use http::StatusCode;
 use iap_proxy::config::{Env, Settings, TokenKind};
 use serde_json::{Value, json};
-use support::fake_iam::{Pool, SUBJECT_HEADER, User};
-use support::fixture::{AUDIENCE, SA_EMAIL, World};
-use support::now_secs;
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get};
 
 const USER_EMAIL: &str = "dev@example.com";
 const USER_CLIENT: &str =
@@ -163,7 +161,7 @@ async fn impersonation_denied_is_a_503_naming_the_role() {
 async fn metadata_server_impersonating() {
     let w = World::new().await;
     w.google
-        .grant_token_creator(support::fake_google::DEFAULT_EMAIL, SA_EMAIL);
+        .grant_token_creator(crate::support::fake_google::DEFAULT_EMAIL, SA_EMAIL);
     let mut s = w.settings();
     s.credentials = None;
     s.iam_endpoint = w.google.base_url().parse().unwrap();
@@ -363,7 +361,7 @@ async fn external_account_refusals_aws_and_no_service_account() {
 fn fake_gcloud(w: &World, bin: &Path) {
     let token = w
         .google
-        .sign_id_token(&support::FakeGoogle::id_token_claims(
+        .sign_id_token(&crate::support::FakeGoogle::id_token_claims(
             AUDIENCE,
             SA_EMAIL,
             now_secs() + 3600,
@@ -457,16 +455,19 @@ async fn a_self_signed_jwt_for_another_origin_is_refused_by_the_upstream() {
         )
         .unwrap()
     };
-    let http = support::https_client(w.upstream.client_config(), true, false);
+    let http = crate::support::https_client(w.upstream.client_config(), true, false);
     let url = format!("{}/echo", w.upstream.url());
     let ok =
-        support::get_bearer(&http, &url, &sign(&format!("{}/*", w.upstream.url()), 3600)).await;
+        crate::support::get_bearer(&http, &url, &sign(&format!("{}/*", w.upstream.url()), 3600))
+            .await;
     assert_eq!(ok.status, StatusCode::OK);
-    let exact = support::get_bearer(&http, &url, &sign(&url, 600)).await;
+    let exact = crate::support::get_bearer(&http, &url, &sign(&url, 600)).await;
     assert_eq!(exact.status, StatusCode::OK);
-    let other = support::get_bearer(&http, &url, &sign("https://elsewhere.example/*", 600)).await;
+    let other =
+        crate::support::get_bearer(&http, &url, &sign("https://elsewhere.example/*", 600)).await;
     assert_eq!(other.status, StatusCode::UNAUTHORIZED);
     let long =
-        support::get_bearer(&http, &url, &sign(&format!("{}/*", w.upstream.url()), 7200)).await;
+        crate::support::get_bearer(&http, &url, &sign(&format!("{}/*", w.upstream.url()), 7200))
+            .await;
     assert_eq!(long.status, StatusCode::UNAUTHORIZED);
 }

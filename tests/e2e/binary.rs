@@ -1,16 +1,14 @@
 //! End to end with the real binary: memory while streaming, signals, logs, exit codes.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::fixture::{AUDIENCE, World};
+use crate::support::proxy::{Binary, binary_path};
+use crate::support::proxy_client::{self as client, get};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use support::fixture::{AUDIENCE, World};
-use support::proxy::{Binary, binary_path};
-use support::proxy_client::{self as client, get};
 
 fn proxy_args(w: &World) -> Vec<String> {
     vec![
@@ -72,7 +70,7 @@ async fn streams_100_mib_both_ways_in_bounded_memory() {
     assert_eq!(len, BIG);
     assert_eq!(
         hasher.finalize().as_slice(),
-        support::upstream::expected_sha256(BIG).as_slice()
+        crate::support::upstream::expected_sha256(BIG).as_slice()
     );
 
     // Upload.
@@ -272,7 +270,7 @@ async fn token_subcommand_prints_one_verifiable_token() {
     let data =
         jsonwebtoken::decode::<serde_json::Value>(token, &w.google.decoding_key(), &validation)
             .expect("valid token");
-    assert_eq!(data.claims["email"], support::fixture::SA_EMAIL);
+    assert_eq!(data.claims["email"], crate::support::fixture::SA_EMAIL);
 }
 
 #[test]
@@ -292,7 +290,7 @@ async fn token_subcommand_impersonates() {
     let w = World::new().await;
     let target = "target@fake-project.iam.gserviceaccount.com";
     w.google
-        .grant_token_creator(support::fixture::SA_EMAIL, target);
+        .grant_token_creator(crate::support::fixture::SA_EMAIL, target);
     let base = w.google.base_url();
     let args = [
         "token",
@@ -349,7 +347,7 @@ async fn user_credentials_and_impersonation_never_reach_the_logs() {
     let w = World::new().await;
     let target = "target@fake-project.iam.gserviceaccount.com";
     let (secret, refresh) = ("GOCSPX-client-secret-value", "1//0gRefreshTokenValue");
-    w.google.register_user(support::fake_iam::User {
+    w.google.register_user(crate::support::fake_iam::User {
         client_id: "user-client.apps.googleusercontent.com".into(),
         client_secret: secret.into(),
         refresh_token: refresh.into(),

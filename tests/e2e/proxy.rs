@@ -1,18 +1,16 @@
 //! End to end, in-process: client → iap-proxy → checking TLS upstream, with tokens from the
 //! fake Google.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::Alpn;
+use crate::support::fixture::{AUDIENCE, World};
+use crate::support::proxy::InProcess;
+use crate::support::proxy_client::{self as client, get, send};
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use iap_proxy::config::{AuthHeader, Env};
-use support::Alpn;
-use support::fixture::{AUDIENCE, World};
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -1,18 +1,16 @@
 //! `iap-proxy check` end to end: the library function against the fake Google and the
 //! checking TLS upstream, and the real binary for its exit code and output.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::fake_iam::User;
+use crate::support::fixture::{AUDIENCE, SA_EMAIL, World};
+use crate::support::now_secs;
+use crate::support::proxy::Binary;
 use iap_proxy::check::{CheckReport, Diagnosis, Outcome, REQUEST, check};
 use iap_proxy::config::{Env, Settings};
 use serde_json::{Value, json};
-use support::fake_iam::User;
-use support::fixture::{AUDIENCE, SA_EMAIL, World};
-use support::now_secs;
-use support::proxy::Binary;
 
 const USER_EMAIL: &str = "dev@example.com";
 const USER_CLIENT: &str =
@@ -269,7 +267,7 @@ async fn user_login_with_a_foreign_client() {
 #[tokio::test]
 async fn an_expired_token_says_by_how_much() {
     let w = World::new().await;
-    let claims = support::FakeGoogle::id_token_claims(AUDIENCE, SA_EMAIL, now_secs() - 600);
+    let claims = crate::support::FakeGoogle::id_token_claims(AUDIENCE, SA_EMAIL, now_secs() - 600);
     let token = w.google.sign_id_token(&claims);
     let env = fake_gcloud(&w, &token);
     let (r, text) = run(&w, &gcloud_settings(&w), &env).await;

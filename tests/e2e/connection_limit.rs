@@ -2,12 +2,10 @@
 //! `too-many-connections` and closed; connections held below it keep working, and a closed
 //! one frees its place.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::fixture::World;
-use support::proxy::InProcess;
+use crate::support::fixture::World;
+use crate::support::proxy::InProcess;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -1,16 +1,14 @@
 //! The fixtures check what they claim to check, with no iap-proxy code involved.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::fake_google::IDENTITY_PATH;
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode, Version};
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Value, json};
-use support::fake_google::IDENTITY_PATH;
-use support::*;
 
 const AUD: &str = "123-fake.apps.googleusercontent.com";
 
