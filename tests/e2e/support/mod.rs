@@ -1,6 +1,7 @@
 //! End-to-end fixtures: local servers that behave like Google's token endpoints
-//! (`FakeGoogle`) and like an IAP-protected HTTPS app (`Upstream`).
-#![allow(dead_code)]
+//! (`FakeGoogle`), like an IAP-protected HTTPS app (`Upstream`) and like a corporate CONNECT
+//! proxy (`ConnectProxy`); the proxy under test, in-process or as the real binary; one HTTP
+//! client; and the files tests hand to the proxy (key files, ADC files, a fake `gcloud`).
 
 pub mod app;
 pub mod client;
@@ -11,36 +12,15 @@ pub mod fixture;
 mod google_http;
 pub mod keys;
 pub mod proxy;
-pub mod proxy_client;
 pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
-
-// Each test binary uses a different subset of these re-exports.
-#[allow(unused_imports)]
-pub use client::{HttpClient, HttpsClient, Resp, get, get_bearer, http_client, https_client, send};
-#[allow(unused_imports)]
-pub use fake_google::{FakeGoogle, IssuedIdToken, TokenPath};
-#[allow(unused_imports)]
-pub use keys::RsaKey;
-#[allow(unused_imports)]
-pub use tls::TestCa;
-#[allow(unused_imports)]
-pub use upstream::{Alpn, AuthOutcome, Recorded, Upstream, UpstreamOptions, expected_sha256};
-
-/// Installs aws-lc-rs as rustls' process default. The fixtures never rely on it (they
-/// pass a provider explicitly), but code under test may call `ClientConfig::builder()`.
-pub fn init_crypto() {
-    // Err only means some provider is already installed, which is what we want anyway.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
 
 /// Current Unix time in whole seconds, as JWT `iat`/`exp` use it.
 pub fn now_secs() -> u64 {
@@ -57,74 +37,58 @@ pub(crate) fn now_millis() -> u128 {
         .as_millis()
 }
 
-/// A unique directory under the system temp dir, removed (recursively) on drop.
-pub struct TestDir {
-    path: PathBuf,
+/// A fixture's accept loop. Aborting `task` (the fixtures do on drop) tears down the
+/// listener and every open connection; `stopped` then resolves.
+pub(crate) struct AcceptLoop {
+    pub(crate) task: JoinHandle<()>,
+    /// Resolves (with an error: nothing is ever sent) once the loop and its listener are
+    /// gone, so a test can wait for a dropped fixture to let go of its port.
+    pub(crate) stopped: Option<oneshot::Receiver<()>>,
 }
 
-impl TestDir {
-    pub fn new(label: &str) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // pid + counter + time: unique across parallel test binaries and reruns.
-        let name = format!(
-            "iap-proxy-test-{label}-{}-{n}-{}",
-            std::process::id(),
-            now_millis()
-        );
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).expect("create test dir");
-        TestDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Path of `name` inside the directory (not created).
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// Writes `contents` to `name` inside the directory and returns its path.
-    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.path.join(name);
-        std::fs::write(&p, contents).expect("write test file");
-        p
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+/// What the accept loop owns. Fields drop in declaration order: the listener and the
+/// connections go before `_stopped` tells anyone the loop is gone.
+struct Serving {
+    listener: TcpListener,
+    conns: JoinSet<()>,
+    _stopped: oneshot::Sender<()>,
 }
 
 /// Runs an accept loop on `listener`. Connection tasks live in a `JoinSet` owned by the
-/// loop, so aborting the returned handle also tears down every open connection: a
-/// dropped fixture leaves nothing running.
-pub(crate) fn spawn_accept_loop<F, Fut>(listener: TcpListener, handle: F) -> JoinHandle<()>
+/// loop, so aborting the returned task also tears down every open connection: a dropped
+/// fixture leaves nothing running.
+pub(crate) fn spawn_accept_loop<F, Fut>(listener: TcpListener, handle: F) -> AcceptLoop
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let mut conns = JoinSet::new();
+    let (tx, stopped) = oneshot::channel();
+    let mut serving = Serving {
+        listener,
+        conns: JoinSet::new(),
+        _stopped: tx,
+    };
+    let task = tokio::spawn(async move {
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = serving.listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
-                        conns.spawn(handle(stream));
+                        serving.conns.spawn(handle(stream));
                     }
-                    // Transient (e.g. EMFILE): keep serving rather than silently dying.
+                    // Transient (e.g. EMFILE): back off briefly and keep serving rather than
+                    // silently dying; there is no event for "descriptors available again".
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
                 },
                 // Reap finished connections so the set doesn't grow without bound.
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                Some(_) = serving.conns.join_next(), if !serving.conns.is_empty() => {}
             }
         }
-    })
+    });
+    AcceptLoop {
+        task,
+        stopped: Some(stopped),
+    }
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -135,4 +99,10 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// Lowercase hex, for sha256 digests in JSON bodies and assertions.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A loopback port nothing listens on (bound, then released), for "cannot connect" cases.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
 }
