@@ -117,7 +117,7 @@ async fn handle(state: Arc<State>, mut client: TcpStream) {
     }
     // Tests only ever reach loopback; anything else is refused, never dialled.
     let host = target.rsplit_once(':').map(|(h, _)| h).unwrap_or_default();
-    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+    if !matches!(host, "127.0.0.1" | "[::1]") {
         let _ = client
             .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
             .await;
