@@ -116,7 +116,8 @@ pub fn binary_path() -> &'static str {
 }
 
 impl Binary {
-    /// Spawns the binary with exactly `env` as its environment (plus PATH).
+    /// Spawns the binary with exactly `env` as its environment (plus PATH). Must run inside
+    /// a tokio runtime (the pipes are read by tasks, the exit is awaited).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
         Binary::spawn_inner(args, env).0
     }
