@@ -1,19 +1,20 @@
 //! End to end, in-process: client → iap-proxy → checking TLS upstream, with tokens from the
 //! fake Google.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use iap_proxy::config::{AuthHeader, Env};
-use support::Alpn;
-use support::fixture::{AUDIENCE, World};
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get, send};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::client::{self, Connection, get, send, try_send};
+use crate::support::closed_port;
+use crate::support::fake_google::{DEFAULT_EMAIL, TokenPath};
+use crate::support::fixture::{AUDIENCE, SA_EMAIL, World};
+use crate::support::proxy::InProcess;
+use crate::support::upstream::Alpn;
 
 #[tokio::test]
 async fn token_injected_and_accepted() {
@@ -29,6 +30,31 @@ async fn token_injected_and_accepted() {
     assert_eq!(w.upstream.authorized_count(), 1);
     assert_eq!(w.upstream.rejected_count(), 0);
     assert_eq!(w.google.issued_count(), 1);
+
+    // What the proxy asked the token endpoint for: a jwt-bearer assertion signed with the
+    // key file's key, for the IAP audience (the fake checked the signature and times).
+    let asked = w.google.token_requests();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        asked[0].grant_type,
+        "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    );
+    assert_eq!(asked[0].status, 200, "{:?}", asked[0].refusal);
+    let header = asked[0].assertion_header.as_ref().expect("a JWT assertion");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(
+        header.kid.as_deref(),
+        w.key_json()["private_key_id"].as_str()
+    );
+    let claims = asked[0].assertion_claims.as_ref().unwrap();
+    assert_eq!(claims["iss"], SA_EMAIL);
+    assert_eq!(claims["aud"], w.google.token_uri());
+    assert_eq!(claims["target_audience"], AUDIENCE);
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600,
+        "{claims}"
+    );
     proxy.stop().await;
 }
 
@@ -41,12 +67,16 @@ async fn hundred_concurrent_requests_on_cold_start_cause_one_issuance() {
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let http = http.clone();
-            let url = proxy.url(&format!("/echo?i={i}"));
-            tokio::spawn(async move { get(&http, &url).await.status })
+            let req = client::get_request(&proxy.url(&format!("/echo?i={i}")), &[]);
+            tokio::spawn(async move { try_send(&http, req).await.map(|r| (r.status, r.text())) })
         })
         .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (status, body) = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
     }
     assert_eq!(w.google.issued_count(), 1);
     assert_eq!(w.upstream.authorized_count(), 100);
@@ -61,7 +91,8 @@ async fn two_second_tokens_never_reach_the_upstream_expired() {
     let http = client::http1();
     let start = Instant::now();
     let mut sent = 0u32;
-    // Four clients for 10 s, bounded in count too.
+    // Four clients for 10 s, bounded in count too. Each stops at its first failure and
+    // hands it to the test body, which asserts.
     let mut workers = Vec::new();
     for _ in 0..4 {
         let http = http.clone();
@@ -69,16 +100,22 @@ async fn two_second_tokens_never_reach_the_upstream_expired() {
         workers.push(tokio::spawn(async move {
             let mut n = 0u32;
             while start.elapsed() < Duration::from_secs(10) && n < 5_000 {
-                let r = get(&http, &url).await;
-                assert_eq!(r.status, StatusCode::OK, "request {n}: {}", r.text());
+                match try_send(&http, client::get_request(&url, &[])).await {
+                    Ok(r) if r.status == StatusCode::OK => {}
+                    Ok(r) => return (n, Some(format!("{}: {}", r.status, r.text()))),
+                    Err(e) => return (n, Some(e.to_string())),
+                }
                 n += 1;
+                // Pacing, part of the load shape: not a synchronisation.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            n
+            (n, None)
         }));
     }
     for wk in workers {
-        sent += wk.await.unwrap();
+        let (n, failure) = wk.await.unwrap();
+        assert_eq!(failure, None, "request {n} of a client failed");
+        sent += n;
     }
     assert!(sent > 100, "only {sent} requests in 10 s");
     assert_eq!(
@@ -86,11 +123,14 @@ async fn two_second_tokens_never_reach_the_upstream_expired() {
         0,
         "a request carried an expired or bad token"
     );
-    let issued = w.google.issued_count();
+    let issued = w.google.issued_tokens();
     assert!(
-        (5..=20).contains(&issued),
-        "expected a refresh every ~1.5 s, got {issued} issuances"
+        (5..=20).contains(&issued.len()),
+        "expected a refresh every ~1.5 s, got {} issuances",
+        issued.len()
     );
+    // The fake really handed out 2 s tokens (exp is rounded down to the second).
+    assert!(issued.iter().all(|t| t.exp - t.iat <= 2), "{issued:?}");
 }
 
 #[tokio::test]
@@ -111,16 +151,12 @@ async fn failing_token_endpoint_gives_503_and_never_forwards_then_recovers() {
         "a request was forwarded without a token"
     );
     w.google.set_failing(None);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = get(&http, &proxy.url("/echo")).await;
-        if r.status == StatusCode::OK {
-            break;
-        }
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(Instant::now() < deadline, "did not recover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The proxy's own retry (its backoff without a token is at most 4 s) gets a token…
+    w.google.wait_for_issued(1, Duration::from_secs(15)).await;
+    // …and from then on requests are served: one still racing with the token's arrival
+    // waits for it.
+    let r = get(&http, &proxy.url("/echo")).await;
+    assert_eq!(r.status, StatusCode::OK, "did not recover: {}", r.text());
     assert_eq!(w.upstream.rejected_count(), 0);
 }
 
@@ -133,7 +169,10 @@ async fn metadata_server_source() {
     let proxy = InProcess::start(s, env).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_eq!(w.google.issued_count(), 1);
+    let issued = w.google.issued_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].via, TokenPath::Metadata, "{issued:?}");
+    assert_eq!(issued[0].email, DEFAULT_EMAIL);
 }
 
 #[tokio::test]
@@ -313,20 +352,17 @@ async fn proxy_authorization_mode_leaves_the_apps_authorization_alone() {
 async fn absolute_form_request_still_goes_to_the_configured_upstream() {
     let w = World::new().await;
     let proxy = InProcess::start(w.settings(), w.env()).await;
-    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tcp.write_all(b"GET http://other.example/echo HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n")
-        .await
+    // On a connection of its own, hyper writes the request target as given: absolute-form.
+    let mut conn = Connection::handshake(TcpStream::connect(proxy.addr).await.unwrap()).await;
+    let req = Request::get("http://other.example/echo")
+        .header("host", "other.example")
+        .body(client::empty())
         .unwrap();
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8_lossy(&raw);
-    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
-    assert!(
-        raw.contains(&format!(
-            "\"authority\":\"127.0.0.1:{}\"",
-            w.upstream.port()
-        )),
-        "{raw}"
+    let r = conn.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        r.json()["authority"],
+        format!("127.0.0.1:{}", w.upstream.port())
     );
     assert_eq!(w.upstream.authorized_count(), 1);
 }
@@ -362,11 +398,10 @@ async fn upstream_failures_are_told_apart() {
     let http = client::http1();
 
     // Nothing listens there: 502.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
     let mut s = w.settings();
-    s.routes[0].upstream = format!("https://127.0.0.1:{port}").parse().unwrap();
+    s.routes[0].upstream = format!("https://127.0.0.1:{}", closed_port())
+        .parse()
+        .unwrap();
     let proxy = InProcess::start(s, w.env()).await;
     let r = get(&http, &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
@@ -411,14 +446,13 @@ async fn oversized_headers_get_431_and_connect_gets_400() {
     assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_eq!(r.header("x-iap-proxy-error"), Some("headers-too-large"));
 
-    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    tcp.write_all(b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n")
-        .await
+    let mut conn = Connection::handshake(TcpStream::connect(proxy.addr).await.unwrap()).await;
+    let connect = Request::connect("other.example:443")
+        .header("host", "other.example:443")
+        .body(client::empty())
         .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tcp.read(&mut buf).await.unwrap();
-    let raw = String::from_utf8_lossy(&buf[..n]);
-    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    let r = conn.send(connect).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert_eq!(w.upstream.requests().len(), 0);
 }
 
@@ -429,8 +463,7 @@ async fn malformed_key_file_names_the_file_and_the_field() {
         .google
         .service_account_json("broken@fake-project.iam.gserviceaccount.com");
     key.as_object_mut().unwrap().remove("client_email");
-    let path = w.dir.path().join("broken-key.json");
-    std::fs::write(&path, serde_json::to_vec(&key).unwrap()).unwrap();
+    let path = w.write_json("broken-key.json", &key);
     let mut s = w.settings();
     s.routes[0].credentials = Some(path.clone());
     let err = InProcess::start_error(s, w.env()).await;

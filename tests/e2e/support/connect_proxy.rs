@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
-use super::spawn_accept_loop;
+use super::{AcceptLoop, spawn_accept_loop};
 
 #[derive(Default)]
 struct State {
@@ -24,12 +23,12 @@ struct State {
 pub struct ConnectProxy {
     addr: SocketAddr,
     state: Arc<State>,
-    task: JoinHandle<()>,
+    server: AcceptLoop,
 }
 
 impl Drop for ConnectProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        self.server.task.abort();
     }
 }
 
@@ -39,8 +38,12 @@ impl ConnectProxy {
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State::default());
         let st = state.clone();
-        let task = spawn_accept_loop(listener, move |stream| handle(st.clone(), stream));
-        ConnectProxy { addr, state, task }
+        let server = spawn_accept_loop(listener, move |stream| handle(st.clone(), stream));
+        ConnectProxy {
+            addr,
+            state,
+            server,
+        }
     }
 
     /// "http://127.0.0.1:PORT"
@@ -114,7 +117,7 @@ async fn handle(state: Arc<State>, mut client: TcpStream) {
     }
     // Tests only ever reach loopback; anything else is refused, never dialled.
     let host = target.rsplit_once(':').map(|(h, _)| h).unwrap_or_default();
-    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+    if !matches!(host, "127.0.0.1" | "[::1]") {
         let _ = client
             .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
             .await;

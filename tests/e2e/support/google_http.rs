@@ -14,9 +14,10 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Value, json};
 
 use super::fake_google::{
-    GOOGLE_ISSUER, GOOGLE_KID, IDENTITY_PATH, IssuedIdToken, META_TOKEN_PATH, State, TokenPath,
+    DEFAULT_EMAIL, GOOGLE_ISSUER, GOOGLE_KID, IDENTITY_PATH, IssuedIdToken, META_TOKEN_PATH, State,
+    TokenPath, TokenRequest,
 };
-use super::fake_iam::{json_resp, oauth_error};
+use super::fake_iam::{Answer, json_answer, json_resp, oauth_error};
 use super::{now_millis, now_secs};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -50,13 +51,15 @@ impl State {
             claims["email_verified"] = json!(true);
         }
         let token = self.google_key.sign(Some(GOOGLE_KID), &claims);
-        self.issued.lock().unwrap().push(IssuedIdToken {
-            token: token.clone(),
-            audience: audience.to_owned(),
-            email: email.to_owned(),
-            iat,
-            exp,
-            via,
+        self.issued.send_modify(|issued| {
+            issued.push(IssuedIdToken {
+                token: token.clone(),
+                audience: audience.to_owned(),
+                email: email.to_owned(),
+                iat,
+                exp,
+                via,
+            })
         });
         token
     }
@@ -161,7 +164,7 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<
                 .unwrap_or_default();
             let form: HashMap<String, String> =
                 url::form_urlencoded::parse(&body).into_owned().collect();
-            state.sts(&form)
+            state.sts(&form).into_response()
         }
         (&Method::POST, path) if path.ends_with(":generateIdToken") => {
             let path = path.to_owned();
@@ -177,7 +180,9 @@ pub(super) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            state.generate_id_token(&path, bearer.as_deref(), &body)
+            state
+                .generate_id_token(&path, bearer.as_deref(), &body)
+                .into_response()
         }
         (&Method::GET, "/subject-token") => {
             let key = req
@@ -196,8 +201,39 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
     let failing = state.begin_token_request().await;
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return oauth_error(400, "invalid_request", "unreadable body"),
+        Err(_) => return oauth_error(400, "invalid_request", "unreadable body").into_response(),
     };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let answer = token_answer(state, failing, &form);
+    state
+        .token_requests
+        .lock()
+        .unwrap()
+        .push(record(&form, &answer));
+    answer.into_response()
+}
+
+/// What a token-endpoint request held and got, for `FakeGoogle::token_requests`.
+fn record(form: &HashMap<String, String>, answer: &Answer) -> TokenRequest {
+    let assertion = form.get("assertion");
+    let claims = assertion.and_then(|a| {
+        use base64::Engine;
+        let payload = a.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    });
+    TokenRequest {
+        grant_type: form.get("grant_type").cloned().unwrap_or_default(),
+        assertion_header: assertion.and_then(|a| jsonwebtoken::decode_header(a).ok()),
+        assertion_claims: claims,
+        status: answer.status,
+        refusal: answer.refusal(),
+    }
+}
+
+fn token_answer(state: &State, failing: Option<u16>, form: &HashMap<String, String>) -> Answer {
     if let Some(status) = failing {
         let code = match status {
             429 => "rate_limit_exceeded",
@@ -206,13 +242,12 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
         };
         return oauth_error(status, code, "failure injected by FakeGoogle::set_failing");
     }
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let grant = form
         .get("grant_type")
         .map(String::as_str)
         .unwrap_or_default();
     if grant == "refresh_token" {
-        return state.refresh_grant(&form);
+        return state.refresh_grant(form);
     }
     if grant != JWT_BEARER {
         return oauth_error(
@@ -235,9 +270,9 @@ async fn token_endpoint(state: &State, req: Request<Incoming>) -> Resp {
     };
     if let Some(aud) = claims["target_audience"].as_str().filter(|a| !a.is_empty()) {
         let token = state.issue_id_token(aud, &email, &client_id, true, TokenPath::TokenEndpoint);
-        json_resp(200, &json!({ "id_token": token }))
+        json_answer(200, &json!({ "id_token": token }))
     } else if claims["scope"].as_str().is_some_and(|s| !s.is_empty()) {
-        json_resp(200, &state.issue_access_token(&email))
+        json_answer(200, &state.issue_access_token(&email))
     } else {
         oauth_error(
             400,
@@ -277,7 +312,7 @@ async fn metadata(state: &State, req: Request<Incoming>) -> Resp {
             "Metadata server failure (injected)\n",
         );
     }
-    let email = state.default_email.lock().unwrap().clone();
+    let email = DEFAULT_EMAIL.to_owned();
     if !is_identity {
         return json_resp(200, &state.issue_access_token(&email));
     }

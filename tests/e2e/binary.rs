@@ -1,16 +1,19 @@
 //! End to end with the real binary: memory while streaming, signals, logs, exit codes.
 
-mod support;
-
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
-use support::fixture::{AUDIENCE, World};
-use support::proxy::{Binary, binary_path};
-use support::proxy_client::{self as client, get};
+
+use crate::support::client::{self, get, send, try_send};
+use crate::support::fixture::{
+    AUDIENCE, SA_EMAIL, USER_CLIENT, USER_EMAIL, USER_REFRESH_TOKEN, USER_SECRET, World,
+    home_with_adc,
+};
+use crate::support::hex;
+use crate::support::proxy::{Binary, binary_path};
+use crate::support::upstream::expected_sha256;
 
 fn proxy_args(w: &World) -> Vec<String> {
     vec![
@@ -27,26 +30,24 @@ fn proxy_args(w: &World) -> Vec<String> {
     ]
 }
 
-fn spawn(w: &World, extra: &[&str], env: &[(&str, &str)]) -> Binary {
+async fn spawn(w: &World, extra: &[&str], env: &[(&str, &str)]) -> Binary {
     let mut args = proxy_args(w);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Binary::spawn(&args, env, true)
+    Binary::spawn_listening(&args, env).await
 }
 
-fn pattern(offset: u64, n: usize) -> Bytes {
-    (0..n as u64)
-        .map(|i| ((offset + i).wrapping_mul(31) % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into()
-}
+/// How long a request may take to reach the upstream once sent.
+const ARRIVAL: Duration = Duration::from_secs(10);
 
 const BIG: u64 = 100 * 1024 * 1024;
 
+// Two workers: this process both produces the 100 MiB (the fake upstream) and hashes it
+// (the client) while the proxy streams it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_100_mib_both_ways_in_bounded_memory() {
     let w = World::new().await;
-    let proxy = spawn(&w, &[], &[]);
+    let proxy = spawn(&w, &[], &[]).await;
     let baseline = proxy.rss_kib();
     let http = client::http1();
 
@@ -72,20 +73,13 @@ async fn streams_100_mib_both_ways_in_bounded_memory() {
     assert_eq!(len, BIG);
     assert_eq!(
         hasher.finalize().as_slice(),
-        support::upstream::expected_sha256(BIG).as_slice()
+        expected_sha256(BIG).as_slice()
     );
 
     // Upload.
-    let mut hasher = Sha256::new();
-    let mut offset = 0u64;
-    while offset < BIG {
-        let n = (64 * 1024).min(BIG - offset) as usize;
-        hasher.update(pattern(offset, n));
-        offset += n as u64;
-    }
-    let want = hex(hasher.finalize().as_slice());
+    let want = hex(&client::patterned_sha256(BIG));
     let req = Request::post(proxy.url("/upload"))
-        .body(client::generated(BIG, pattern))
+        .body(client::patterned_body(BIG))
         .unwrap();
     let r = client::send(&http, req).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -101,24 +95,24 @@ async fn streams_100_mib_both_ways_in_bounded_memory() {
     assert_eq!(w.upstream.rejected_count(), 0);
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     let w = World::new().await;
-    let proxy = spawn(&w, &["--shutdown-grace", "10"], &[]);
+    let proxy = spawn(&w, &["--shutdown-grace", "10"], &[]).await;
     let http = client::http1();
     assert_eq!(get(&http, &proxy.url("/echo")).await.status, StatusCode::OK);
-    let url = proxy.url("/slow?ms=1500");
+    let req = client::get_request(&proxy.url("/slow?ms=1500"), &[]);
     let in_flight = tokio::spawn({
         let http = http.clone();
-        async move { get(&http, &url).await }
+        async move { try_send(&http, req).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM only once the request is in flight at the upstream.
+    w.upstream.wait_for_request("/slow", ARRIVAL).await;
     let stopped = tokio::spawn(proxy.terminate());
-    let r = in_flight.await.unwrap();
+    let r = in_flight
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the in-flight request was cut: {e}"));
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "slow done");
     let (code, proxy) = stopped.await.unwrap();
@@ -126,10 +120,10 @@ async fn sigterm_lets_the_in_flight_request_finish_then_exits_0() {
     assert!(proxy.stderr().contains("drained"), "{}", proxy.stderr());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn debug_logs_hold_no_token_assertion_or_key() {
     let w = World::new().await;
-    let proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]);
+    let proxy = spawn(&w, &[], &[("RUST_LOG", "trace")]).await;
     let http = client::http1();
     for path in [
         "/echo?sig=query-secret",
@@ -140,9 +134,9 @@ async fn debug_logs_hold_no_token_assertion_or_key() {
             .header("authorization", "Bearer client-secret-value")
             .body(client::empty())
             .unwrap();
-        assert!(client::send(&http, req).await.status.is_success() || path == "/redirect");
+        assert!(send(&http, req).await.status.is_success() || path == "/redirect");
     }
-    let (_, mut proxy) = proxy.terminate().await;
+    let (_, proxy) = proxy.terminate().await;
     let out = format!("{}\n{}", proxy.stderr(), proxy.stdout());
     assert!(out.len() > 1000, "expected debug output, got:\n{out}");
     let tokens = w.google.issued_tokens();
@@ -158,9 +152,7 @@ async fn debug_logs_hold_no_token_assertion_or_key() {
             "the assertion appears in the logs"
         );
     }
-    let key: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&w.key_file).unwrap()).unwrap();
-    for line in key["private_key"]
+    for line in w.key_json()["private_key"]
         .as_str()
         .unwrap()
         .lines()
@@ -175,11 +167,10 @@ async fn debug_logs_hold_no_token_assertion_or_key() {
         !out.contains("client-secret-value"),
         "the client's Authorization appears in the logs"
     );
-    let _ = proxy.child.kill();
 }
 
-#[test]
-fn non_loopback_listen_is_refused_with_the_reason() {
+#[tokio::test]
+async fn non_loopback_listen_is_refused_with_the_reason() {
     let mut p = Binary::spawn(
         &[
             "--listen",
@@ -190,9 +181,8 @@ fn non_loopback_listen_is_refused_with_the_reason() {
             AUDIENCE,
         ],
         &[],
-        false,
     );
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(64));
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await, Some(64));
     let err = p.stderr();
     assert!(
         err.contains("--allow-non-loopback") && err.contains("service account"),
@@ -200,8 +190,8 @@ fn non_loopback_listen_is_refused_with_the_reason() {
     );
 }
 
-#[test]
-fn every_bad_setting_is_reported_at_once() {
+#[tokio::test]
+async fn every_bad_setting_is_reported_at_once() {
     let mut p = Binary::spawn(
         &[
             "--listen",
@@ -214,9 +204,8 @@ fn every_bad_setting_is_reported_at_once() {
             " ",
         ],
         &[],
-        false,
     );
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(64));
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await, Some(64));
     let err = p.stderr();
     for needle in ["listen", "upstream", "audience", "log"] {
         assert!(
@@ -226,11 +215,13 @@ fn every_bad_setting_is_reported_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn malformed_key_file_stops_the_binary_naming_file_and_field() {
     let w = World::new().await;
-    let path = w.dir.path().join("not-json.json");
-    std::fs::write(&path, b"{\"type\": \"service_account\", \"private_key\": ").unwrap();
+    let path = w.write(
+        "not-json.json",
+        b"{\"type\": \"service_account\", \"private_key\": ",
+    );
     let args = [
         "--listen",
         "127.0.0.1:0",
@@ -241,13 +232,13 @@ async fn malformed_key_file_stops_the_binary_naming_file_and_field() {
         "--credentials",
         path.to_str().unwrap(),
     ];
-    let mut p = Binary::spawn(&args, &[], false);
-    let code = p.wait_exit(Duration::from_secs(10));
+    let mut p = Binary::spawn(&args, &[]);
+    let code = p.wait_exit(Duration::from_secs(10)).await;
     assert_ne!(code, Some(0));
     assert!(p.stderr().contains("not-json.json"), "{}", p.stderr());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn token_subcommand_prints_one_verifiable_token() {
     let w = World::new().await;
     let args = [
@@ -257,9 +248,9 @@ async fn token_subcommand_prints_one_verifiable_token() {
         "--credentials",
         w.key_file.to_str().unwrap(),
     ];
-    let mut p = Binary::spawn(&args, &[], false);
+    let mut p = Binary::spawn(&args, &[]);
     assert_eq!(
-        p.wait_exit(Duration::from_secs(10)),
+        p.wait_exit(Duration::from_secs(10)).await,
         Some(0),
         "{}",
         p.stderr()
@@ -267,12 +258,11 @@ async fn token_subcommand_prints_one_verifiable_token() {
     let out = p.stdout();
     let token = out.trim();
     assert_eq!(out.lines().count(), 1);
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_audience(&[AUDIENCE]);
-    let data =
-        jsonwebtoken::decode::<serde_json::Value>(token, &w.google.decoding_key(), &validation)
-            .expect("valid token");
-    assert_eq!(data.claims["email"], support::fixture::SA_EMAIL);
+    let data = w
+        .google
+        .verify_id_token(token, AUDIENCE)
+        .expect("valid token");
+    assert_eq!(data.claims["email"], SA_EMAIL);
 }
 
 #[test]
@@ -287,12 +277,11 @@ fn help_states_the_precedence() {
     assert!(help.to_lowercase().contains("flags"), "{help}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn token_subcommand_impersonates() {
     let w = World::new().await;
     let target = "target@fake-project.iam.gserviceaccount.com";
-    w.google
-        .grant_token_creator(support::fixture::SA_EMAIL, target);
+    w.google.grant_token_creator(SA_EMAIL, target);
     let base = w.google.base_url();
     let args = [
         "token",
@@ -305,21 +294,17 @@ async fn token_subcommand_impersonates() {
         "--iam-endpoint",
         &base,
     ];
-    let mut p = Binary::spawn(&args, &[], false);
+    let mut p = Binary::spawn(&args, &[]);
     assert_eq!(
-        p.wait_exit(Duration::from_secs(10)),
+        p.wait_exit(Duration::from_secs(10)).await,
         Some(0),
         "{}",
         p.stderr()
     );
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_audience(&[AUDIENCE]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(
-        p.stdout().trim(),
-        &w.google.decoding_key(),
-        &validation,
-    )
-    .expect("valid token");
+    let data = w
+        .google
+        .verify_id_token(p.stdout().trim(), AUDIENCE)
+        .expect("valid token");
     assert_eq!(data.claims["email"], target);
 
     // Denied: exit non-zero, and the message names the missing role.
@@ -334,8 +319,8 @@ async fn token_subcommand_impersonates() {
         "--iam-endpoint",
         &base,
     ];
-    let mut p = Binary::spawn(&args, &[], false);
-    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(1));
+    let mut p = Binary::spawn(&args, &[]);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)).await, Some(1));
     assert!(
         p.stderr()
             .contains("roles/iam.serviceAccountOpenIdTokenCreator"),
@@ -344,30 +329,12 @@ async fn token_subcommand_impersonates() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn user_credentials_and_impersonation_never_reach_the_logs() {
     let w = World::new().await;
     let target = "target@fake-project.iam.gserviceaccount.com";
-    let (secret, refresh) = ("GOCSPX-client-secret-value", "1//0gRefreshTokenValue");
-    w.google.register_user(support::fake_iam::User {
-        client_id: "user-client.apps.googleusercontent.com".into(),
-        client_secret: secret.into(),
-        refresh_token: refresh.into(),
-        email: "dev@example.com".into(),
-    });
-    w.google.grant_token_creator("dev@example.com", target);
-    let adc = serde_json::json!({
-        "type": "authorized_user", "client_id": "user-client.apps.googleusercontent.com",
-        "client_secret": secret, "refresh_token": refresh, "token_uri": w.google.token_uri(),
-    });
-    let home = w.dir.path().join("home");
-    let gcloud_dir = home.join(".config/gcloud");
-    std::fs::create_dir_all(&gcloud_dir).unwrap();
-    std::fs::write(
-        gcloud_dir.join("application_default_credentials.json"),
-        adc.to_string(),
-    )
-    .unwrap();
+    let home = home_with_adc(w.dir.path(), &w.authorized_user(USER_CLIENT));
+    w.google.grant_token_creator(USER_EMAIL, target);
     let base = w.google.base_url();
     let args = [
         "--listen",
@@ -384,40 +351,40 @@ async fn user_credentials_and_impersonation_never_reach_the_logs() {
         &base,
     ];
     let env = [("HOME", home.to_str().unwrap()), ("RUST_LOG", "debug")];
-    let proxy = Binary::spawn(&args, &env, true);
+    let proxy = Binary::spawn_listening(&args, &env).await;
     let r = get(&client::http1(), &proxy.url("/echo")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let (_, mut proxy) = proxy.terminate().await;
+    let (_, proxy) = proxy.terminate().await;
     let out = format!("{}\n{}", proxy.stderr(), proxy.stdout());
     assert!(
         out.contains("credential source chosen") && out.contains("impersonating"),
         "{out}"
     );
-    let mut secrets = vec![secret.to_owned(), refresh.to_owned()];
+    let mut secrets = vec![USER_SECRET.to_owned(), USER_REFRESH_TOKEN.to_owned()];
     secrets.extend(w.google.issued_access_tokens());
     secrets.extend(w.google.issued_tokens().into_iter().map(|t| t.token));
     assert!(secrets.len() >= 4);
     for s in secrets {
         assert!(!out.contains(&s), "a secret appears in the logs");
     }
-    let _ = proxy.child.kill();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
     let w = World::new().await;
     let proxy = spawn(
         &w,
         &["--log-format", "json", "--access-log"],
         &[("RUST_LOG", "debug")],
-    );
+    )
+    .await;
     let http = client::http1();
     let req = Request::get(proxy.url("/echo?sig=query-secret"))
         .header("authorization", "Bearer client-secret-value")
         .header("cookie", "session=cookie-secret")
         .body(client::empty())
         .unwrap();
-    assert_eq!(client::send(&http, req).await.status, StatusCode::OK);
+    assert_eq!(send(&http, req).await.status, StatusCode::OK);
     let (_, proxy) = proxy.terminate().await;
     let out = proxy.stderr();
     let mut access = None;
@@ -444,17 +411,15 @@ async fn json_logs_are_cloud_logging_shaped_and_hold_no_secret() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn grace_running_out_exits_non_zero() {
     let w = World::new().await;
-    let proxy = spawn(&w, &["--shutdown-grace", "1"], &[]);
-    let url = proxy.url("/slow?ms=5000");
+    let proxy = spawn(&w, &["--shutdown-grace", "1"], &[]).await;
+    let req = client::get_request(&proxy.url("/slow?ms=5000"), &[]);
     let http = client::http1();
-    let in_flight = tokio::spawn(async move {
-        http.request(Request::get(url).body(client::empty()).unwrap())
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let in_flight = tokio::spawn(async move { try_send(&http, req).await });
+    // SIGTERM only once the request is in flight at the upstream.
+    w.upstream.wait_for_request("/slow", ARRIVAL).await;
     let (code, proxy) = proxy.terminate().await;
     assert_eq!(code, Some(1), "{}", proxy.stderr());
     assert!(

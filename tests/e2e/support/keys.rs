@@ -7,7 +7,6 @@ use serde::Serialize;
 /// a signing key (a token from one must not verify against the other).
 pub struct RsaKey {
     private_pem: String,
-    public_pem: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
 }
@@ -18,12 +17,11 @@ impl RsaKey {
             .expect("RSA key generation (rcgen with aws-lc-rs)");
         // rcgen serializes the aws-lc-rs key as PKCS#8, which is what Google key files hold.
         let private_pem = kp.serialize_pem();
-        let public_pem = kp.public_key_pem();
         let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes()).expect("encoding key");
-        let decoding = DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("decoding key");
+        let decoding =
+            DecodingKey::from_rsa_pem(kp.public_key_pem().as_bytes()).expect("decoding key");
         RsaKey {
             private_pem,
-            public_pem,
             encoding,
             decoding,
         }
@@ -32,15 +30,6 @@ impl RsaKey {
     /// PKCS#8 PEM ("BEGIN PRIVATE KEY"), as in a service-account key file.
     pub fn private_pem(&self) -> &str {
         &self.private_pem
-    }
-
-    /// SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
-    pub fn public_pem(&self) -> &str {
-        &self.public_pem
-    }
-
-    pub fn encoding_key(&self) -> &EncodingKey {
-        &self.encoding
     }
 
     pub fn decoding_key(&self) -> DecodingKey {

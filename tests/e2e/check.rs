@@ -1,22 +1,19 @@
 //! `iap-proxy check` end to end: the library function against the fake Google and the
 //! checking TLS upstream, and the real binary for its exit code and output.
 
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use iap_proxy::check::{CheckReport, Diagnosis, Outcome, REQUEST, check};
 use iap_proxy::config::{Env, Settings};
-use serde_json::{Value, json};
-use support::fake_iam::User;
-use support::fixture::{AUDIENCE, SA_EMAIL, World};
-use support::now_secs;
-use support::proxy::Binary;
 
-const USER_EMAIL: &str = "dev@example.com";
-const USER_CLIENT: &str =
-    "764086051850-6qr4p6gpi6hn506pt8ejuq83di341hur.apps.googleusercontent.com";
+use crate::support::fake_google::FakeGoogle;
+use crate::support::fixture::{
+    AUDIENCE, FakeGcloud, SA_EMAIL, USER_CLIENT, USER_REFRESH_TOKEN, World,
+};
+use crate::support::proxy::Binary;
+use crate::support::{closed_port, now_secs};
+
 const OTHER_AUDIENCE: &str = "999999999-otherclient.apps.googleusercontent.com";
 
 /// Runs the check and returns it with its printed form, after asserting that no token
@@ -49,49 +46,10 @@ fn contains_all(text: &str, needles: &[&str]) {
     }
 }
 
-fn write_json(dir: &Path, name: &str, v: &Value) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec_pretty(v).unwrap()).unwrap();
-    path
-}
-
-fn user_file(w: &World, client_id: &str) -> PathBuf {
-    w.google.register_user(User {
-        client_id: client_id.into(),
-        client_secret: "d-FL95Q19q7MQmFpd7hHD0Ty".into(),
-        refresh_token: "1//0refresh-token-of-dev".into(),
-        email: USER_EMAIL.into(),
-    });
-    let v = json!({
-        "type": "authorized_user",
-        "client_id": client_id,
-        "client_secret": "d-FL95Q19q7MQmFpd7hHD0Ty",
-        "refresh_token": "1//0refresh-token-of-dev",
-        "token_uri": w.google.token_uri(),
-    });
-    write_json(w.dir.path(), "adc.json", &v)
-}
-
-/// A `gcloud` on its own PATH that prints `output` whatever it is asked.
-fn fake_gcloud(w: &World, output: &str) -> Env {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = w.dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let path = bin.join("gcloud");
-    std::fs::write(&path, format!("#!/bin/sh\necho '{output}'\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    Env::from_pairs([("PATH", bin.to_str().unwrap())])
-}
-
 fn gcloud_settings(w: &World) -> Settings {
     let mut s = w.settings();
     s.routes[0].credentials = Some(PathBuf::from("gcloud"));
     s
-}
-
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn request_step(r: &CheckReport) -> &iap_proxy::check::Step {
@@ -197,7 +155,7 @@ async fn iap_403_names_the_role_and_the_grant() {
 async fn impersonation_denied_names_the_token_creator_role() {
     let w = World::new().await;
     let mut s = w.settings();
-    s.routes[0].credentials = Some(user_file(&w, USER_CLIENT));
+    s.routes[0].credentials = Some(w.authorized_user_file(USER_CLIENT));
     s.routes[0].iam_endpoint = w.google.base_url().parse().unwrap();
     s.routes[0].impersonate_service_account = vec![SA_EMAIL.into()];
     let (r, text) = run(&w, &s, &w.env()).await;
@@ -213,7 +171,7 @@ async fn impersonation_denied_names_the_token_creator_role() {
             ),
         ],
     );
-    assert!(!text.contains("1//0refresh"), "{text}");
+    assert!(!text.contains(USER_REFRESH_TOKEN), "{text}");
     assert_eq!(
         w.upstream.requests().len(),
         1,
@@ -226,7 +184,7 @@ async fn user_login_with_a_foreign_client() {
     let w = World::new().await;
     // With the IAP audience, the source itself refuses at start-up.
     let mut s = w.settings();
-    s.routes[0].credentials = Some(user_file(&w, USER_CLIENT));
+    s.routes[0].credentials = Some(w.authorized_user_file(USER_CLIENT));
     s.routes[0].audience = "auto".into();
     let (r, text) = run(&w, &s, &w.env()).await;
     assert_eq!(
@@ -263,16 +221,16 @@ async fn user_login_with_a_foreign_client() {
             &format!("programmaticClients: [{USER_CLIENT}]"),
         ],
     );
-    assert!(!text.contains("1//0refresh"), "{text}");
+    assert!(!text.contains(USER_REFRESH_TOKEN), "{text}");
 }
 
 #[tokio::test]
 async fn an_expired_token_says_by_how_much() {
     let w = World::new().await;
-    let claims = support::FakeGoogle::id_token_claims(AUDIENCE, SA_EMAIL, now_secs() - 600);
+    let claims = FakeGoogle::id_token_claims(AUDIENCE, SA_EMAIL, now_secs() - 600);
     let token = w.google.sign_id_token(&claims);
-    let env = fake_gcloud(&w, &token);
-    let (r, text) = run(&w, &gcloud_settings(&w), &env).await;
+    let gcloud = FakeGcloud::printing(&token);
+    let (r, text) = run(&w, &gcloud_settings(&w), &gcloud.env()).await;
     assert!(!r.passed());
     assert!(!text.contains(&token), "{text}");
     let step = r.step("token").unwrap();
@@ -289,7 +247,8 @@ async fn an_expired_token_says_by_how_much() {
 async fn an_access_token_instead_of_an_id_token() {
     let w = World::new().await;
     let access = "ya29.a0AfH6SMBx-not-an-id-token-0123456789";
-    let (r, text) = run(&w, &gcloud_settings(&w), &fake_gcloud(&w, access)).await;
+    let gcloud = FakeGcloud::printing(access);
+    let (r, text) = run(&w, &gcloud_settings(&w), &gcloud.env()).await;
     assert!(!r.passed());
     assert_eq!(r.diagnoses(), [Diagnosis::AccessToken], "{text}");
     contains_all(
@@ -300,7 +259,8 @@ async fn an_access_token_instead_of_an_id_token() {
 
     // A JWT-shaped string IAP cannot parse: IAP's own 401 says so.
     let garbled = "bm90LWEtaGVhZGVy.eyJleHAiOjQxMDI0NDQ4MDAsImF1ZCI6IjEyMzQ1Njc4OS1mYWtlaWFwY2xpZW50LmFwcHMuZ29vZ2xldXNlcmNvbnRlbnQuY29tIn0.c2ln";
-    let (r, text) = run(&w, &gcloud_settings(&w), &fake_gcloud(&w, garbled)).await;
+    let gcloud = FakeGcloud::printing(garbled);
+    let (r, text) = run(&w, &gcloud_settings(&w), &gcloud.env()).await;
     assert_eq!(
         request_step(&r).diagnosis,
         Some(Diagnosis::AccessToken),
@@ -352,8 +312,7 @@ async fn unreachable_upstream_is_said_plainly() {
     assert!(text.contains("✓ token"), "{text}");
 }
 
-// Multi-threaded: the fakes keep serving on the workers while this thread waits for the child.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_binary_exits_0_on_success_and_1_on_a_403() {
     let w = World::new().await;
     let upstream = w.upstream.url();
@@ -368,9 +327,9 @@ async fn the_binary_exits_0_on_success_and_1_on_a_403() {
         "--upstream-ca",
         ca.as_str(),
     ];
-    let mut ok = Binary::spawn(&args, &[], false);
+    let mut ok = Binary::spawn(&args, &[]);
     assert_eq!(
-        ok.wait_exit(Duration::from_secs(30)),
+        ok.wait_exit(Duration::from_secs(30)).await,
         Some(0),
         "{}",
         ok.stderr()
@@ -386,8 +345,8 @@ async fn the_binary_exits_0_on_success_and_1_on_a_403() {
     assert!(!out.contains('✗'), "{out}");
 
     w.upstream.deny_email(SA_EMAIL);
-    let mut denied = Binary::spawn(&args, &[], false);
-    assert_eq!(denied.wait_exit(Duration::from_secs(30)), Some(1));
+    let mut denied = Binary::spawn(&args, &[]);
+    assert_eq!(denied.wait_exit(Duration::from_secs(30)).await, Some(1));
     let out = denied.stdout();
     assert_no_tokens(&w, &out);
     assert_no_tokens(&w, &denied.stderr());

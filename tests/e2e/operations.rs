@@ -1,30 +1,27 @@
 //! Operating the proxy: admin endpoints, readiness, metrics, several routes, Unix sockets,
 //! the client secret, /quitquitquit and --max-sigterm-delay.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use iap_proxy::config::{ListenAddr, Settings};
 use iap_proxy::listener::Listener;
 use iap_proxy::{Drain, Listeners};
-use support::fixture::{AUDIENCE, World};
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get, send};
-use support::{Upstream, UpstreamOptions};
 use tokio::net::TcpListener;
 use url::Url;
+
+use crate::support::client::{self, Connection, Resp, get, send};
+use crate::support::fixture::{AUDIENCE, World};
+use crate::support::proxy::InProcess;
+use crate::support::upstream::{Upstream, UpstreamOptions};
 
 struct Admin {
     base: String,
 }
 
 impl Admin {
-    async fn get(&self, path: &str) -> client::Reply {
+    async fn get(&self, path: &str) -> Resp {
         get(&client::http1(), &format!("{}{path}", self.base)).await
     }
 }
@@ -42,7 +39,11 @@ async fn with_admin(w: &World, settings: Settings) -> (InProcess, Admin) {
     (proxy, Admin { base })
 }
 
-async fn wait_for_status(admin: &Admin, path: &str, want: StatusCode) -> client::Reply {
+/// Polls `path` on the admin listener until it answers `want` (bounded). Readiness is a
+/// probe: the proxy pushes no event when it changes, and its consumers (a kubelet) poll it
+/// too. Tests first wait for the cause (a token issued, the shutdown signal sent), so this
+/// usually succeeds at the first or second try.
+async fn wait_for_status(admin: &Admin, path: &str, want: StatusCode) -> Resp {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = admin.get(path).await;
@@ -55,7 +56,7 @@ async fn wait_for_status(admin: &Admin, path: &str, want: StatusCode) -> client:
             r.status,
             r.text()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -116,6 +117,9 @@ async fn health_readiness_and_metrics_follow_the_traffic() {
         r.text()
     );
     assert!(r.text().contains("no valid ID token"), "{}", r.text());
+    // Ready once the start-up fetch has its token (after the fake's 700 ms delay), with no
+    // request needed.
+    w.google.wait_for_issued(1, Duration::from_secs(10)).await;
     wait_for_status(&admin, "/readyz", StatusCode::OK).await;
 
     let http = client::http1();
@@ -259,6 +263,8 @@ async fn readiness_reflects_token_failures_and_draining() {
     let r = wait_for_status(&admin, "/readyz", StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(r.text().contains("no valid ID token"), "{}", r.text());
     w.google.set_failing(None);
+    // The proxy's own retry gets a token (its backoff without one is at most 4 s).
+    w.google.wait_for_issued(1, Duration::from_secs(10)).await;
     wait_for_status(&admin, "/readyz", StatusCode::OK).await;
 
     // SIGTERM with --max-sigterm-delay: not ready at once, but still serving for the delay.
@@ -314,7 +320,7 @@ async fn two_routes_with_different_audiences_in_one_process() {
     let other_aud = "222-second.apps.googleusercontent.com";
     let second = Upstream::start(UpstreamOptions::new(&w.google, other_aud)).await;
     // One CA file trusted for both upstreams.
-    let both = w.dir.write(
+    let both = w.write(
         "both-cas.pem",
         format!(
             "{}{}",
@@ -378,28 +384,15 @@ async fn two_routes_with_different_audiences_in_one_process() {
 #[tokio::test]
 async fn unix_socket_listener() {
     let w = World::new().await;
-    let path = w.dir.path().join("iap-proxy.sock");
+    let path = w.path("iap-proxy.sock");
     let mut s = w.settings();
     s.routes[0].listen = ListenAddr::Unix(path.clone());
     let listeners = Listeners::bind(&s).await.unwrap();
     let proxy = InProcess::start_listeners(listeners, s, w.env());
     let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let res = sender
-        .send_request(
-            Request::get("/echo")
-                .header("host", "localhost")
-                .body(client::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
-    let echo: serde_json::Value =
-        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let res = Connection::handshake(stream).await.get("/echo").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let echo = res.json();
     assert!(
         echo["headers"]["x-forwarded-for"].is_null(),
         "no client IP on a Unix socket: {echo}"
@@ -415,7 +408,7 @@ async fn client_secret_guards_a_non_loopback_listener() {
     let secret = "s3cret-0123456789abcdef";
     let mut s = w.settings();
     s.process.allow_non_loopback = true;
-    s.routes[0].client_secret_file = Some(w.dir.write("client-secret", format!("{secret}\n")));
+    s.routes[0].client_secret_file = Some(w.write("client-secret", format!("{secret}\n")));
     // Bound on every interface; the test still only connects to 127.0.0.1.
     let any = TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = any.local_addr().unwrap().port();

@@ -12,12 +12,12 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::DecodingKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 
-use super::fake_iam::{Iam, Pool, User};
+use super::fake_iam::{Iam, IdTokenCall, Pool, User};
 use super::google_http;
 use super::keys::RsaKey;
-use super::{now_secs, spawn_accept_loop};
+use super::{AcceptLoop, now_secs, spawn_accept_loop};
 
 pub const GOOGLE_KID: &str = "fake-google-1";
 pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
@@ -32,6 +32,19 @@ pub enum TokenPath {
     Metadata,
     /// IAM Credentials generateIdToken (impersonation).
     Iam,
+}
+
+/// One POST to the token endpoint, as the fake saw it and answered it.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    /// The jwt-bearer assertion's header and claims, decoded without any check (so a test
+    /// can see what a rejected one held).
+    pub assertion_header: Option<jsonwebtoken::Header>,
+    pub assertion_claims: Option<Value>,
+    pub status: u16,
+    /// Google's `error_description` when the fake refused the request.
+    pub refusal: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,14 +68,15 @@ pub(super) struct State {
     pub(super) google_key: RsaKey,
     /// Registered service-account public keys, by `private_key_id` (the JWT `kid`).
     pub(super) accounts: Mutex<HashMap<String, Account>>,
-    pub(super) default_email: Mutex<String>,
     pub(super) lifetime_ms: AtomicU64,
     pub(super) failing: AtomicU16, // 0 = healthy
     pub(super) delay_ms: AtomicU64,
     pub(super) requests: AtomicUsize,
-    pub(super) issued: Mutex<Vec<IssuedIdToken>>,
+    /// A watch so tests can wait for an issuance instead of polling for its effects.
+    pub(super) issued: watch::Sender<Vec<IssuedIdToken>>,
     /// Every assertion received, so tests can check none leaks into logs.
     pub(super) assertions: Mutex<Vec<String>>,
+    pub(super) token_requests: Mutex<Vec<TokenRequest>>,
     /// Access token -> email, so later fakes (e.g. generateIdToken) can check callers.
     pub(super) access_tokens: Mutex<HashMap<String, String>>,
     /// Users, impersonation grants, workload identity pools: see fake_iam.rs.
@@ -71,12 +85,12 @@ pub(super) struct State {
 
 pub struct FakeGoogle {
     state: Arc<State>,
-    task: JoinHandle<()>,
+    server: AcceptLoop,
 }
 
 impl Drop for FakeGoogle {
     fn drop(&mut self) {
-        self.task.abort();
+        self.server.task.abort();
     }
 }
 
@@ -90,18 +104,18 @@ impl FakeGoogle {
             port,
             google_key: RsaKey::generate(),
             accounts: Mutex::new(HashMap::new()),
-            default_email: Mutex::new(DEFAULT_EMAIL.to_owned()),
             lifetime_ms: AtomicU64::new(3_600_000),
             failing: AtomicU16::new(0),
             delay_ms: AtomicU64::new(0),
             requests: AtomicUsize::new(0),
-            issued: Mutex::new(Vec::new()),
+            issued: watch::channel(Vec::new()).0,
             assertions: Mutex::new(Vec::new()),
+            token_requests: Mutex::new(Vec::new()),
             access_tokens: Mutex::new(HashMap::new()),
             iam: Mutex::new(Iam::default()),
         });
         let st = state.clone();
-        let task = spawn_accept_loop(listener, move |stream| {
+        let server = spawn_accept_loop(listener, move |stream| {
             let st = st.clone();
             async move {
                 let svc = service_fn(move |req| google_http::handle(st.clone(), req));
@@ -110,7 +124,7 @@ impl FakeGoogle {
                     .await;
             }
         });
-        FakeGoogle { state, task }
+        FakeGoogle { state, server }
     }
 
     pub fn port(&self) -> u16 {
@@ -127,15 +141,20 @@ impl FakeGoogle {
     pub fn token_uri(&self) -> String {
         self.state.token_uri()
     }
-    pub fn public_key_pem(&self) -> String {
-        self.state.google_key.public_pem().to_owned()
-    }
     pub fn decoding_key(&self) -> DecodingKey {
         self.state.google_key.decoding_key()
     }
-    /// Google's signing key itself, so tests can forge tokens IAP would (not) accept.
-    pub fn google_key(&self) -> &RsaKey {
-        &self.state.google_key
+
+    /// Checks `token` the way a relying party would: RS256 under this fake's key, `aud` =
+    /// `audience`, not expired. Another fake's tokens fail here.
+    pub fn verify_id_token(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<jsonwebtoken::TokenData<Value>, jsonwebtoken::errors::Error> {
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_audience(&[audience]);
+        jsonwebtoken::decode::<Value>(token, &self.state.google_key.decoding_key(), &v)
     }
 
     /// Signs arbitrary claims with Google's key (header kid = GOOGLE_KID), e.g. to make an
@@ -190,10 +209,6 @@ impl FakeGoogle {
         path
     }
 
-    /// Email the metadata server reports for the "default" service account.
-    pub fn set_default_email(&self, email: &str) {
-        *self.state.default_email.lock().unwrap() = email.to_owned();
-    }
     /// Lifetime of tokens issued from now on; `exp` = floor((now + lifetime) in seconds).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
@@ -212,13 +227,34 @@ impl FakeGoogle {
     }
     /// ID tokens issued, by either path.
     pub fn issued_count(&self) -> usize {
-        self.state.issued.lock().unwrap().len()
+        self.state.issued.borrow().len()
     }
     pub fn issued_tokens(&self) -> Vec<IssuedIdToken> {
-        self.state.issued.lock().unwrap().clone()
+        self.state.issued.borrow().clone()
+    }
+    /// Waits (bounded) until `n` ID tokens have been issued in all; returns them.
+    pub async fn wait_for_issued(&self, n: usize, within: Duration) -> Vec<IssuedIdToken> {
+        let mut rx = self.state.issued.subscribe();
+        match tokio::time::timeout(within, rx.wait_for(|issued| issued.len() >= n)).await {
+            Ok(Ok(issued)) => issued.clone(),
+            _ => panic!(
+                "{} ID token(s) issued within {within:?}, expected {n}; {} token request(s): {:?}",
+                self.issued_count(),
+                self.request_count(),
+                self.token_requests()
+            ),
+        }
     }
     pub fn received_assertions(&self) -> Vec<String> {
         self.state.assertions.lock().unwrap().clone()
+    }
+    /// Every POST to the token endpoint, with what the fake answered.
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.state.token_requests.lock().unwrap().clone()
+    }
+    /// Resolves once the fake's server (listener and connections) is gone after a drop.
+    pub fn on_stop(&mut self) -> oneshot::Receiver<()> {
+        self.server.stopped.take().expect("on_stop called once")
     }
     /// Token requests received (token endpoint and metadata token paths), failures included.
     pub fn request_count(&self) -> usize {
@@ -245,8 +281,9 @@ impl FakeGoogle {
     pub fn serve_subject_token(&self, key: &str, body: &str) {
         self.state.iam.lock().unwrap().subject_route = Some((key.to_owned(), body.to_owned()));
     }
-    pub fn generate_id_token_calls(&self) -> usize {
-        self.state.iam.lock().unwrap().id_token_calls
+    /// Every generateIdToken call, with what the fake answered.
+    pub fn generate_id_token_calls(&self) -> Vec<IdTokenCall> {
+        self.state.iam.lock().unwrap().id_token_calls.clone()
     }
     /// `{base}/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken`, as files name it.
     pub fn impersonation_url(&self, email: &str) -> String {

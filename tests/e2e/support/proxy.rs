@@ -1,15 +1,16 @@
 //! The proxy under test: in-process on 127.0.0.1:0, or the real binary as a child process.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use iap_proxy::config::{Env, Settings};
 use iap_proxy::{Drain, StartError};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -98,12 +99,16 @@ impl InProcess {
     }
 }
 
-/// The real `iap-proxy` binary, with its stderr captured line by line.
+/// The real `iap-proxy` binary as a child process, its stdout and stderr captured line by
+/// line. Killed when dropped.
 pub struct Binary {
-    pub child: Child,
-    pub addr: Option<SocketAddr>,
-    pub output: Arc<Mutex<Vec<String>>>,
+    child: Child,
+    pid: u32,
+    addr: Option<SocketAddr>,
+    stderr: Arc<Mutex<Vec<String>>>,
     stdout: Arc<Mutex<Vec<String>>>,
+    /// The two pipe readers; each ends at end-of-file, once the process has exited.
+    readers: Vec<JoinHandle<()>>,
 }
 
 pub fn binary_path() -> &'static str {
@@ -111,15 +116,41 @@ pub fn binary_path() -> &'static str {
 }
 
 impl Binary {
-    /// Spawns the binary with exactly `env` as its environment (plus PATH), and waits for
-    /// its "listening" line when `wait_listening` is set.
-    pub fn spawn(args: &[&str], env: &[(&str, &str)], wait_listening: bool) -> Binary {
+    /// Spawns the binary with exactly `env` as its environment (plus PATH). Must run inside
+    /// a tokio runtime (the pipes are read by tasks, the exit is awaited).
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::spawn_inner(args, env).0
+    }
+
+    /// Spawns the binary and waits (bounded) for its "listening" line.
+    pub async fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        let (mut binary, listening) = Binary::spawn_inner(args, env);
+        match tokio::time::timeout(Duration::from_secs(20), listening).await {
+            Ok(Ok(addr)) => binary.addr = Some(addr),
+            // The reader dropped the sender: stderr ended without the line.
+            Ok(Err(_)) => {
+                let code = binary.wait_exit(Duration::from_secs(10)).await;
+                panic!(
+                    "iap-proxy exited ({code:?}) without listening; stderr:\n{}",
+                    binary.stderr()
+                )
+            }
+            Err(_) => panic!(
+                "iap-proxy did not start listening within 20 s; stderr:\n{}",
+                binary.stderr()
+            ),
+        }
+        binary
+    }
+
+    fn spawn_inner(args: &[&str], env: &[(&str, &str)]) -> (Binary, oneshot::Receiver<SocketAddr>) {
         let mut cmd = Command::new(binary_path());
         cmd.args(args)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         if let Ok(path) = std::env::var("PATH") {
             cmd.env("PATH", path);
         }
@@ -127,100 +158,84 @@ impl Binary {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn iap-proxy");
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let pid = child.id().expect("a running child has a pid");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-        let err = child.stderr.take().expect("stderr");
-        let out = child.stdout.take().expect("stdout");
-        {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if let Some(addr) = listening_addr(&line) {
-                        let _ = tx.send(addr);
+        let (tx, listening) = oneshot::channel::<SocketAddr>();
+        let mut tx = Some(tx);
+        let readers = vec![
+            read_lines(
+                child.stderr.take().expect("stderr"),
+                stderr.clone(),
+                move |line| {
+                    if let Some(addr) = listening_addr(line) {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
                     }
-                    output.lock().unwrap().push(line);
-                }
-            });
-        }
-        {
-            let stdout = stdout.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    stdout.lock().unwrap().push(line);
-                }
-            });
-        }
-        let addr = if wait_listening {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(addr) => Some(addr),
-                Err(_) => panic!(
-                    "iap-proxy did not start listening; stderr:\n{}",
-                    output.lock().unwrap().join("\n")
-                ),
-            }
-        } else {
-            None
-        };
-        Binary {
+                },
+            ),
+            read_lines(child.stdout.take().expect("stdout"), stdout.clone(), |_| {}),
+        ];
+        let binary = Binary {
             child,
-            addr,
-            output,
+            pid,
+            addr: None,
+            stderr,
             stdout,
-        }
+            readers,
+        };
+        (binary, listening)
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr.expect("listening"), path)
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends a signal with the `kill` command (no unsafe code in tests either).
-    pub fn signal(&self, name: &str) {
+    pub async fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
+            .arg(self.pid.to_string())
             .status()
-            .expect("kill");
-        assert!(status.success());
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid);
     }
 
-    /// Waits for exit (bounded) and returns the exit code.
-    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
-                return status.code();
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
+    /// Waits (bounded) for the process to exit and for its output to be read to the end;
+    /// returns the exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let status = match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("wait for iap-proxy"),
+            Err(_) => {
+                let _ = self.child.kill().await;
                 panic!(
                     "iap-proxy did not exit within {within:?}; stderr:\n{}",
                     self.stderr()
                 );
             }
-            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The pipes reach end-of-file when the process is gone; join the readers so that
+        // every line it wrote is in `stderr()`/`stdout()`.
+        for reader in self.readers.drain(..) {
+            tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("output pipes still open after exit: held by a child of iap-proxy?")
+                .expect("pipe reader");
         }
+        status.code()
     }
 
-    /// Sends SIGTERM and waits (bounded, off the async runtime) for the exit code.
+    /// Sends SIGTERM and waits (bounded) for the exit code.
     pub async fn terminate(mut self) -> (Option<i32>, Binary) {
-        self.signal("TERM");
-        tokio::task::spawn_blocking(move || {
-            let code = self.wait_exit(Duration::from_secs(10));
-            (code, self)
-        })
-        .await
-        .expect("wait for exit")
+        self.signal("TERM").await;
+        let code = self.wait_exit(Duration::from_secs(10)).await;
+        (code, self)
     }
 
     pub fn stderr(&self) -> String {
-        self.output.lock().unwrap().join("\n")
+        self.stderr.lock().unwrap().join("\n")
     }
 
     pub fn stdout(&self) -> String {
@@ -229,19 +244,27 @@ impl Binary {
 
     /// Peak resident memory (VmHWM) of the process, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmHWM:")
+        proc_status_kib(self.pid, "VmHWM:")
     }
 
     pub fn rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmRSS:")
+        proc_status_kib(self.pid, "VmRSS:")
     }
 }
 
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Collects the lines of `pipe` into `into`, showing each to `seen` first.
+fn read_lines(
+    pipe: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    mut seen: impl FnMut(&str) + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen(&line);
+            into.lock().unwrap().push(line);
+        }
+    })
 }
 
 fn proc_status_kib(pid: u32, field: &str) -> u64 {

@@ -36,6 +36,20 @@ pub struct Pool {
     pub principal: String,
 }
 
+/// One generateIdToken call, as the fake saw it and answered it.
+#[derive(Clone, Debug)]
+pub struct IdTokenCall {
+    /// The service account named in the URL.
+    pub target: Option<String>,
+    /// Whom the caller's access token was issued to, if this fake issued it.
+    pub caller: Option<String>,
+    pub audience: Option<String>,
+    /// The `delegates` as sent (`projects/-/serviceAccounts/EMAIL`).
+    pub delegates: Vec<String>,
+    pub include_email: Option<bool>,
+    pub status: u16,
+}
+
 #[derive(Default)]
 pub(super) struct Iam {
     pub(super) users: Vec<User>,
@@ -44,10 +58,31 @@ pub(super) struct Iam {
     pub(super) pools: Vec<Pool>,
     /// Served at GET /subject-token when the SUBJECT_HEADER matches: (header value, body).
     pub(super) subject_route: Option<(String, String)>,
-    pub(super) id_token_calls: usize,
+    pub(super) id_token_calls: Vec<IdTokenCall>,
 }
 
-pub(super) fn api_error(status: u16, message: &str) -> Resp {
+/// A JSON answer before it becomes a response, so the fake can record what it said.
+pub(super) struct Answer {
+    pub(super) status: u16,
+    body: Value,
+}
+
+impl Answer {
+    /// The human-readable reason of an error answer, in either of Google's error shapes.
+    pub(super) fn refusal(&self) -> Option<String> {
+        let b = &self.body;
+        b["error_description"]
+            .as_str()
+            .or(b["error"]["message"].as_str())
+            .map(str::to_owned)
+    }
+    pub(super) fn into_response(self) -> Resp {
+        json_resp(self.status, &self.body)
+    }
+}
+
+/// Google APIs' error shape (`{"error": {"code", "message", "status"}}`).
+pub(super) fn api_error(status: u16, message: &str) -> Answer {
     let name = match status {
         400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
@@ -55,18 +90,25 @@ pub(super) fn api_error(status: u16, message: &str) -> Resp {
         404 => "NOT_FOUND",
         _ => "INTERNAL",
     };
-    json_resp(
+    json_answer(
         status,
         &json!({"error": {"code": status, "message": message, "status": name}}),
     )
 }
 
 /// Google's OAuth error shape, shared by every fake token endpoint.
-pub(super) fn oauth_error(status: u16, error: &str, description: &str) -> Resp {
-    json_resp(
+pub(super) fn oauth_error(status: u16, error: &str, description: &str) -> Answer {
+    json_answer(
         status,
         &json!({ "error": error, "error_description": description }),
     )
+}
+
+pub(super) fn json_answer(status: u16, body: &Value) -> Answer {
+    Answer {
+        status,
+        body: body.clone(),
+    }
 }
 
 pub(super) fn json_resp(status: u16, body: &Value) -> Resp {
@@ -77,9 +119,15 @@ pub(super) fn json_resp(status: u16, body: &Value) -> Resp {
         .unwrap()
 }
 
+/// EMAIL in `/v1/projects/-/serviceAccounts/EMAIL:generateIdToken`.
+fn target_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/projects/-/serviceAccounts/")
+        .and_then(|p| p.strip_suffix(":generateIdToken"))
+}
+
 impl State {
     /// `grant_type=refresh_token`: checks client and refresh token like Google does.
-    pub(super) fn refresh_grant(&self, form: &HashMap<String, String>) -> Resp {
+    pub(super) fn refresh_grant(&self, form: &HashMap<String, String>) -> Answer {
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
         let user = {
             let iam = self.iam.lock().unwrap();
@@ -107,15 +155,37 @@ impl State {
             TokenPath::TokenEndpoint
         ));
         answer["scope"] = json!("openid https://www.googleapis.com/auth/cloud-platform");
-        json_resp(200, &answer)
+        json_answer(200, &answer)
     }
 
-    /// POST /v1/projects/-/serviceAccounts/EMAIL:generateIdToken
-    pub(super) fn generate_id_token(&self, path: &str, bearer: Option<&str>, body: &[u8]) -> Resp {
-        let Some(target) = path
-            .strip_prefix("/v1/projects/-/serviceAccounts/")
-            .and_then(|p| p.strip_suffix(":generateIdToken"))
-        else {
+    /// POST /v1/projects/-/serviceAccounts/EMAIL:generateIdToken, recorded with its answer.
+    pub(super) fn generate_id_token(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &[u8],
+    ) -> Answer {
+        let answer = self.generate_id_token_answer(path, bearer, body);
+        let req = serde_json::from_slice::<Value>(body).unwrap_or_default();
+        let call = IdTokenCall {
+            target: target_of(path).map(str::to_owned),
+            caller: bearer.and_then(|t| self.access_tokens.lock().unwrap().get(t).cloned()),
+            audience: req["audience"].as_str().map(str::to_owned),
+            delegates: req["delegates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect(),
+            include_email: req["includeEmail"].as_bool(),
+            status: answer.status,
+        };
+        self.iam.lock().unwrap().id_token_calls.push(call);
+        answer
+    }
+
+    fn generate_id_token_answer(&self, path: &str, bearer: Option<&str>, body: &[u8]) -> Answer {
+        let Some(target) = target_of(path) else {
             return api_error(404, "Not Found");
         };
         let caller = bearer.and_then(|t| self.access_tokens.lock().unwrap().get(t).cloned());
@@ -147,8 +217,7 @@ impl State {
         }
         chain.push(target.to_owned());
         {
-            let mut iam = self.iam.lock().unwrap();
-            iam.id_token_calls += 1;
+            let iam = self.iam.lock().unwrap();
             for pair in chain.windows(2) {
                 if !iam.grants.contains(&(pair[0].clone(), pair[1].clone())) {
                     return api_error(
@@ -164,11 +233,11 @@ impl State {
         let full = req["includeEmail"].as_bool().unwrap_or(false);
         let sub = format!("1{:020}", target.len());
         let token = self.issue_id_token(audience, target, &sub, full, TokenPath::Iam);
-        json_resp(200, &json!({ "token": token }))
+        json_answer(200, &json!({ "token": token }))
     }
 
     /// POST /v1/token: the STS token exchange.
-    pub(super) fn sts(&self, form: &HashMap<String, String>) -> Resp {
+    pub(super) fn sts(&self, form: &HashMap<String, String>) -> Answer {
         let get = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
         if get("grant_type") != TOKEN_EXCHANGE {
             return oauth_error(400, "invalid_request", "Invalid value for \"grant_type\".");
@@ -213,7 +282,7 @@ impl State {
         }
         let mut answer = self.issue_access_token(&pool.principal);
         answer["issued_token_type"] = json!("urn:ietf:params:oauth:token-type:access_token");
-        json_resp(200, &answer)
+        json_answer(200, &answer)
     }
 
     /// GET /subject-token: a stand-in for a cloud's token URL (checks its header).
@@ -223,7 +292,7 @@ impl State {
             Some((key, body)) if Some(key.as_str()) == header => {
                 Response::new(Full::new(Bytes::from(body.clone())))
             }
-            _ => api_error(401, "missing or wrong subject-token header"),
+            _ => api_error(401, "missing or wrong subject-token header").into_response(),
         }
     }
 }

@@ -5,24 +5,25 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue, PROXY_AUTHORIZATION};
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::app::{self, Body, full};
 use super::fake_google::FakeGoogle;
 use super::tls::TestCa;
-use super::{TestDir, now_millis, spawn_accept_loop};
+use super::{AcceptLoop, now_millis, spawn_accept_loop};
 
 pub use super::app::expected_sha256;
 
@@ -71,7 +72,6 @@ pub struct Recorded {
     pub method: Method,
     pub path: String,
     pub query: Option<String>,
-    pub version: Version,
     pub headers: HeaderMap,
     pub outcome: AuthOutcome,
     /// "x-serverless-authorization", "proxy-authorization" or "authorization": where the
@@ -92,7 +92,8 @@ pub(super) struct Shared {
     pub(super) port: u16,
     audience: String,
     google_key: DecodingKey,
-    requests: Mutex<Vec<Recorded>>,
+    /// Every request, in arrival order; a watch so tests can wait for one to arrive.
+    requests: watch::Sender<Vec<Recorded>>,
     pub(super) sse: watch::Sender<u64>,
     /// Upgraded WebSocket tasks outlive their connection task; aborted on drop.
     pub(super) ws_tasks: Mutex<Vec<AbortHandle>>,
@@ -109,15 +110,15 @@ pub(super) struct Shared {
 
 pub struct Upstream {
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    server: AcceptLoop,
     ca: TestCa,
     ca_path: PathBuf,
-    _dir: TestDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.server.task.abort();
         for t in self.shared.ws_tasks.lock().unwrap().drain(..) {
             t.abort();
         }
@@ -131,7 +132,7 @@ impl Upstream {
             .expect("bind upstream");
         let port = listener.local_addr().expect("local addr").port();
         let ca = TestCa::new();
-        let dir = TestDir::new("upstream");
+        let dir = super::fixture::temp_dir();
         let ca_path = ca.write_ca(dir.path());
         let alpn: &[&[u8]] = match opts.alpn {
             Alpn::Both => &[b"h2", b"http/1.1"],
@@ -143,7 +144,7 @@ impl Upstream {
             port,
             audience: opts.audience,
             google_key: opts.google_key,
-            requests: Mutex::new(Vec::new()),
+            requests: watch::channel(Vec::new()).0,
             sse: watch::channel(0).0,
             ws_tasks: Mutex::new(Vec::new()),
             serverless: AtomicBool::new(false),
@@ -152,7 +153,7 @@ impl Upstream {
             denied: Mutex::new(HashSet::new()),
         });
         let (sh, mode) = (shared.clone(), opts.alpn);
-        let task = spawn_accept_loop(listener, move |tcp| {
+        let server = spawn_accept_loop(listener, move |tcp| {
             let (sh, acceptor) = (sh.clone(), acceptor.clone());
             async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -172,7 +173,7 @@ impl Upstream {
         });
         Upstream {
             shared,
-            task,
+            server,
             ca,
             ca_path,
             _dir: dir,
@@ -189,9 +190,6 @@ impl Upstream {
     /// PEM file of the CA that signed the upstream's certificate.
     pub fn ca_path(&self) -> &Path {
         &self.ca_path
-    }
-    pub fn ca(&self) -> &TestCa {
-        &self.ca
     }
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         self.ca.client_config()
@@ -214,10 +212,24 @@ impl Upstream {
         self.shared.sse.send_modify(|g| *g += 1);
     }
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared.requests.lock().unwrap().clone()
+        self.shared.requests.borrow().clone()
     }
-    pub fn clear_requests(&self) {
-        self.shared.requests.lock().unwrap().clear();
+    /// Waits (bounded) until a request for `path` has reached the upstream, and returns
+    /// it. Recorded on arrival, before the app answers, so a `/slow` request is in flight
+    /// once this returns.
+    pub async fn wait_for_request(&self, path: &str, within: Duration) -> Recorded {
+        let mut rx = self.shared.requests.subscribe();
+        let found =
+            tokio::time::timeout(within, rx.wait_for(|rs| rs.iter().any(|r| r.path == path))).await;
+        match found {
+            Ok(Ok(requests)) => requests.iter().find(|r| r.path == path).cloned().unwrap(),
+            _ => {
+                let paths: Vec<String> = self.requests().into_iter().map(|r| r.path).collect();
+                panic!(
+                    "no request for {path} reached the upstream within {within:?}; it saw {paths:?}"
+                )
+            }
+        }
     }
     /// Behave like Cloud Run: take the token from `X-Serverless-Authorization` first.
     pub fn set_serverless(&self, on: bool) {
@@ -415,17 +427,18 @@ async fn handle(
             Err(msg) => (AuthOutcome::Rejected(msg), None),
         },
     };
-    shared.requests.lock().unwrap().push(Recorded {
-        method: req.method().clone(),
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().map(str::to_owned),
-        version: req.version(),
-        headers: received_headers,
-        outcome: outcome.clone(),
-        token_header: token.as_ref().map(|(h, _)| *h),
-        token_exp: verified.as_ref().map(|v| v.exp),
-        email: verified.as_ref().map(|v| v.email.clone()),
-        received_at_ms: now_ms,
+    shared.requests.send_modify(|rs| {
+        rs.push(Recorded {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            headers: received_headers,
+            outcome: outcome.clone(),
+            token_header: token.as_ref().map(|(h, _)| *h),
+            token_exp: verified.as_ref().map(|v| v.exp),
+            email: verified.as_ref().map(|v| v.email.clone()),
+            received_at_ms: now_ms,
+        })
     });
     let resp = match (outcome, verified) {
         (AuthOutcome::Authorized, Some(v)) => {

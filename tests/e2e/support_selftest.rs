@@ -1,16 +1,17 @@
 //! The fixtures check what they claim to check, with no iap-proxy code involved.
 
-mod support;
-
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::{Request, StatusCode, Version};
-use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Value, json};
-use support::fake_google::IDENTITY_PATH;
-use support::*;
+
+use crate::support::client::{self, Resp, get_bearer, get_request, send};
+use crate::support::fake_google::{FakeGoogle, IDENTITY_PATH};
+use crate::support::fixture::{sign_as_service_account, temp_dir};
+use crate::support::keys::RsaKey;
+use crate::support::upstream::{Alpn, Upstream, UpstreamOptions, expected_sha256};
+use crate::support::{hex, now_secs, sha256};
 
 const AUD: &str = "123-fake.apps.googleusercontent.com";
 
@@ -22,13 +23,7 @@ fn sa_assertion(key_file: &Value, claims_extra: Value, aud: &str) -> String {
     for (k, v) in claims_extra.as_object().unwrap() {
         claims[k] = v.clone();
     }
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
-        key_file["private_key"].as_str().unwrap().as_bytes(),
-    )
-    .unwrap();
-    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
-    header.kid = key_file["private_key_id"].as_str().map(str::to_owned);
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    sign_as_service_account(key_file, &claims)
 }
 
 async fn post_token(fake: &FakeGoogle, grant: &str, assertion: &str) -> Resp {
@@ -38,23 +33,17 @@ async fn post_token(fake: &FakeGoogle, grant: &str, assertion: &str) -> Resp {
         .finish();
     let req = Request::post(fake.token_uri())
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(form)))
+        .body(client::full(form))
         .unwrap();
-    send(&http_client(), req).await
+    send(&client::http1(), req).await
 }
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-fn validation(aud: &str) -> Validation {
-    let mut v = Validation::new(Algorithm::RS256);
-    v.set_audience(&[aud]);
-    v
-}
-
 #[tokio::test]
 async fn service_account_assertion_gets_verifiable_id_token() {
     let fake = FakeGoogle::start().await;
-    let dir = TestDir::new("selftest");
+    let dir = temp_dir();
     let path = fake.service_account_key_file(dir.path(), "sa@fake-project.iam.gserviceaccount.com");
     let key_file: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(key_file["token_uri"], fake.token_uri());
@@ -73,8 +62,7 @@ async fn service_account_assertion_gets_verifiable_id_token() {
     let resp = post_token(&fake, JWT_BEARER, &assertion).await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let id_token = resp.json()["id_token"].as_str().unwrap().to_owned();
-    let data =
-        jsonwebtoken::decode::<Value>(&id_token, &fake.decoding_key(), &validation(AUD)).unwrap();
+    let data = fake.verify_id_token(&id_token, AUD).unwrap();
     assert_eq!(data.header.kid.as_deref(), Some("fake-google-1"));
     assert_eq!(
         data.claims["email"],
@@ -85,9 +73,7 @@ async fn service_account_assertion_gets_verifiable_id_token() {
 
     // Another fake's key must not verify this token.
     let other = FakeGoogle::start().await;
-    assert!(
-        jsonwebtoken::decode::<Value>(&id_token, &other.decoding_key(), &validation(AUD)).is_err()
-    );
+    assert!(other.verify_id_token(&id_token, AUD).is_err());
 
     let resp = post_token(
         &fake,
@@ -169,23 +155,23 @@ fn identity_url(fake: &FakeGoogle, query: &str) -> String {
 /// A valid ID token for AUD from `fake`, via the metadata path.
 async fn id_token(fake: &FakeGoogle) -> String {
     let url = identity_url(fake, &format!("audience={AUD}&format=full"));
-    send(&http_client(), get(&url, &[FLAVOR])).await.text()
+    send(&client::http1(), get_request(&url, &[FLAVOR]))
+        .await
+        .text()
 }
 
 #[tokio::test]
 async fn metadata_server_requires_flavor_header() {
-    let fake = FakeGoogle::start().await;
-    let client = http_client();
+    let mut fake = FakeGoogle::start().await;
+    let client = client::http1();
     let url = identity_url(&fake, &format!("audience={AUD}&format=full"));
     assert_eq!(
-        send(&client, get(&url, &[])).await.status,
+        send(&client, get_request(&url, &[])).await.status,
         StatusCode::FORBIDDEN
     );
 
     let token = id_token(&fake).await;
-    let claims = jsonwebtoken::decode::<Value>(&token, &fake.decoding_key(), &validation(AUD))
-        .unwrap()
-        .claims;
+    let claims = fake.verify_id_token(&token, AUD).unwrap().claims;
     assert_eq!(
         claims["email"],
         "default-sa@fake-project.iam.gserviceaccount.com"
@@ -193,18 +179,18 @@ async fn metadata_server_requires_flavor_header() {
 
     let no_aud = identity_url(&fake, "format=full");
     assert_eq!(
-        send(&client, get(&no_aud, &[FLAVOR])).await.status,
+        send(&client, get_request(&no_aud, &[FLAVOR])).await.status,
         StatusCode::BAD_REQUEST
     );
     let root = format!("{}/", fake.base_url());
     assert_eq!(
-        send(&client, get(&root, &[FLAVOR])).await.status,
+        send(&client, get_request(&root, &[FLAVOR])).await.status,
         StatusCode::OK
     );
 
     fake.set_failing(Some(503));
     assert_eq!(
-        send(&client, get(&url, &[FLAVOR])).await.status,
+        send(&client, get_request(&url, &[FLAVOR])).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(fake.issued_count(), 1);
@@ -213,8 +199,12 @@ async fn metadata_server_requires_flavor_header() {
 
     // Dropping the fake must free its port: nothing keeps serving behind the test's back.
     let port = fake.port();
+    let stopped = fake.on_stop();
     drop(fake);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The abort on drop is carried out by the runtime; wait for the server to be gone.
+    let _ = tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the fake's server stopped after the drop");
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -226,10 +216,10 @@ async fn metadata_server_requires_flavor_header() {
 async fn upstream_checks_tokens_like_iap() {
     let fake = FakeGoogle::start().await;
     let up = Upstream::start(UpstreamOptions::new(&fake, AUD)).await;
-    let client = https_client(up.client_config(), true, true);
+    let client = client::https(up.client_config(), true, true);
     let echo = format!("{}/echo?a=1", up.url());
 
-    let resp = send(&client, get(&echo, &[])).await;
+    let resp = send(&client, get_request(&echo, &[])).await;
     assert_eq!(resp.status, StatusCode::FOUND);
     assert_eq!(resp.header("x-goog-iap-generated-response"), Some("true"));
     assert!(
@@ -242,7 +232,7 @@ async fn upstream_checks_tokens_like_iap() {
     let bearer = format!("Bearer {token}");
     let resp = send(
         &client,
-        get(
+        get_request(
             &echo,
             &[
                 ("proxy-authorization", &bearer),
@@ -297,10 +287,10 @@ async fn upstream_streams_and_negotiates() {
     let bearer = format!("Bearer {}", id_token(&fake).await);
     let auth = [("authorization", bearer.as_str())];
 
-    let h2 = https_client(up.client_config(), true, true);
+    let h2 = client::https(up.client_config(), true, true);
     let resp = send(
         &h2,
-        get(&format!("{}/download?bytes=1000000", up.url()), &auth),
+        get_request(&format!("{}/download?bytes=1000000", up.url()), &auth),
     )
     .await;
     assert_eq!(resp.version, Version::HTTP_2);
@@ -310,23 +300,23 @@ async fn upstream_streams_and_negotiates() {
     let data = vec![7u8; 300_000];
     let req = Request::post(format!("{}/upload", up.url()))
         .header("authorization", &bearer)
-        .body(Full::new(Bytes::from(data.clone())))
+        .body(client::full(data.clone()))
         .unwrap();
     let resp = send(&h2, req).await;
     assert_eq!(resp.json()["bytes"], 300_000);
     assert_eq!(resp.json()["sha256"], hex(&sha256(&data)));
 
-    let resp = send(&h2, get(&format!("{}/trailers", up.url()), &auth)).await;
+    let resp = send(&h2, get_request(&format!("{}/trailers", up.url()), &auth)).await;
     assert_eq!(resp.trailers.unwrap()["grpc-status"], "0");
 
-    let h1 = https_client(up.client_config(), true, false);
-    let resp = send(&h1, get(&format!("{}/echo", up.url()), &auth)).await;
+    let h1 = client::https(up.client_config(), true, false);
+    let resp = send(&h1, get_request(&format!("{}/echo", up.url()), &auth)).await;
     assert_eq!(resp.version, Version::HTTP_11);
     assert_eq!(resp.json()["version"], "HTTP/1.1");
 
     // SSE: the first event must arrive while the second is still held back.
     let resp = h1
-        .request(get(&format!("{}/sse", up.url()), &auth))
+        .request(get_request(&format!("{}/sse", up.url()), &auth))
         .await
         .unwrap();
     let mut body = resp.into_body();
@@ -383,10 +373,10 @@ async fn upstream_http2_only_and_http1_only() {
     opts.alpn = Alpn::Http1Only;
     let up = Upstream::start(opts).await;
     let bearer = format!("Bearer {}", id_token(&fake).await);
-    let client = https_client(up.client_config(), true, true);
+    let client = client::https(up.client_config(), true, true);
     let resp = send(
         &client,
-        get(&format!("{}/hop", up.url()), &[("authorization", &bearer)]),
+        get_request(&format!("{}/hop", up.url()), &[("authorization", &bearer)]),
     )
     .await;
     assert_eq!(resp.version, Version::HTTP_11);
@@ -395,10 +385,10 @@ async fn upstream_http2_only_and_http1_only() {
     let mut opts = UpstreamOptions::new(&fake, AUD);
     opts.alpn = Alpn::Http2Only;
     let up = Upstream::start(opts).await;
-    let client = https_client(up.client_config(), false, true);
+    let client = client::https(up.client_config(), false, true);
     let resp = send(
         &client,
-        get(
+        get_request(
             &format!("{}/redirect", up.url()),
             &[("authorization", &bearer)],
         ),

@@ -1,16 +1,15 @@
 //! End to end, in-process: audience discovery, header modes, the replay on IAP's 401, and
 //! egress through a corporate CONNECT proxy.
 
-mod support;
-
 use base64::Engine;
 use http::{Request, StatusCode};
 use iap_proxy::config::{AuthHeader, Env};
-use support::connect_proxy::ConnectProxy;
-use support::fixture::{AUDIENCE, World};
-use support::proxy::InProcess;
-use support::proxy_client::{self as client, get, send};
 use url::Url;
+
+use crate::support::client::{self, get, send, try_send};
+use crate::support::connect_proxy::ConnectProxy;
+use crate::support::fixture::{AUDIENCE, World};
+use crate::support::proxy::InProcess;
 
 #[tokio::test]
 async fn audience_is_discovered_from_iaps_redirect() {
@@ -133,17 +132,29 @@ async fn iaps_401_is_retried_once_for_bodiless_requests_only() {
         2,
         "no refresh for a non-replayable request"
     );
+    let posts = w
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == http::Method::POST)
+        .count();
+    assert_eq!(posts, 1, "the POST reached the upstream once, not replayed");
 
     // Many requests refused at once share one fetch.
     w.upstream.reject_next_valid_tokens(5);
     let tasks: Vec<_> = (0..5)
         .map(|i| {
-            let (http, url) = (http.clone(), proxy.url(&format!("/echo?c={i}")));
-            tokio::spawn(async move { get(&http, &url).await.status })
+            let http = http.clone();
+            let req = client::get_request(&proxy.url(&format!("/echo?c={i}")), &[]);
+            tokio::spawn(async move { try_send(&http, req).await.map(|r| (r.status, r.text())) })
         })
         .collect();
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (status, body) = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(status, StatusCode::OK, "request {i}: {body}");
     }
     assert_eq!(w.google.issued_count(), 3);
     proxy.stop().await;

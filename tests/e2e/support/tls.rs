@@ -44,14 +44,6 @@ impl TestCa {
         }
     }
 
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    pub fn ca_der(&self) -> CertificateDer<'static> {
-        self.ca_der.clone()
-    }
-
     /// Writes the CA certificate as `test-ca.pem` into `dir`.
     pub fn write_ca(&self, dir: &Path) -> PathBuf {
         let path = dir.join("test-ca.pem");
