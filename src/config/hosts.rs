@@ -9,7 +9,12 @@
 
 use std::net::IpAddr;
 
+use http::HeaderName;
 use url::Url;
+
+/// What a browser says of a request's relation to the page that sent it (`cross-site`,
+/// `same-site`, `same-origin`, or `none` for the user's own navigation).
+pub(crate) const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 
 /// The Hosts a listener answers to: `localhost`, IP address literals, and the names a
 /// route lists (`allowed_hosts`). An IP literal cannot be rebound: a page whose origin is
@@ -43,6 +48,14 @@ impl AllowedHosts {
         Ok(AllowedHosts(names))
     }
 
+    /// Every name any of `lists` holds.
+    pub(crate) fn union<'a>(lists: impl Iterator<Item = &'a AllowedHosts>) -> AllowedHosts {
+        let mut names: Vec<String> = lists.flat_map(|l| l.0.iter().cloned()).collect();
+        names.sort();
+        names.dedup();
+        AllowedHosts(names)
+    }
+
     /// Whether a request naming `authority` (a `Host` value or an absolute URI's authority,
     /// `host[:port]`) may use the listener. Any port is accepted: port forwarding
     /// (`docker -p`, `kubectl port-forward`) changes it legitimately.
@@ -54,7 +67,7 @@ impl AllowedHosts {
             return true;
         }
         let name = host.trim_end_matches('.').to_ascii_lowercase();
-        name == "localhost" || self.0.iter().any(|n| *n == name)
+        name == "localhost" || self.0.contains(&name)
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod cli;
 mod env;
+mod hosts;
 mod layers;
 mod read;
 mod read_credentials;
@@ -19,6 +20,8 @@ mod values;
 
 pub use cli::{CheckArgs, Cli, Command, EXIT_USAGE, ProxyArgs, TokenArgs};
 pub use env::Env;
+pub(crate) use hosts::SEC_FETCH_SITE;
+pub use hosts::{AllowedHosts, AllowedOrigins};
 pub use layers::ConfigErrors;
 pub use settings::{
     AUDIENCE_AUTO, DEFAULT_ROUTE, ProcessSettings, RouteSettings, Settings, TokenSettings,

@@ -42,6 +42,28 @@ impl Layered {
         })
     }
 
+    /// A comma-separated list read by `parse`; unset is the parse of nothing.
+    pub(super) fn listed<T>(
+        &mut self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.string(key).unwrap_or_default();
+        parse(&text).map_err(|e| self.problem(key, &e)).ok()
+    }
+
+    /// Unix permission bits in octal, e.g. `0600`.
+    pub(super) fn file_mode(&mut self, key: &str) -> Option<u32> {
+        let text = self.string(key)?;
+        match u32::from_str_radix(text.trim().trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 => Some(mode),
+            _ => {
+                self.problem(key, "must be octal permission bits, e.g. 0600 or 0660");
+                None
+            }
+        }
+    }
+
     /// One of a value enum's names, in any case; the message lists them all.
     pub(super) fn choice<T: ValueEnum>(&mut self, key: &str) -> Option<T> {
         let text = self.string(key)?;

@@ -10,9 +10,10 @@ use url::Url;
 
 use super::cli::{Cli, ProxyArgs, TokenArgs};
 use super::env::Env;
+use super::hosts::{AllowedHosts, AllowedOrigins};
 use super::layers::{ConfigErrors, For, Layered};
 use super::routes;
-use super::values::{AuthHeader, ListenAddr, LogFormat, TokenKind};
+use super::values::{AuthHeader, ListenAddr, LogFormat, TokenKind, is_loopback_ip};
 
 /// The name of the route made of the top-level settings.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -46,6 +47,8 @@ pub struct ProcessSettings {
     pub max_connections: usize,
     /// One log line per request.
     pub access_log: bool,
+    /// A non-loopback listener may go without a client secret.
+    pub trust_network: bool,
 }
 
 /// One route: where it listens, what it forwards to, and how it gets its token.
@@ -68,6 +71,12 @@ pub struct RouteSettings {
     pub rewrite_redirects: bool,
     pub upstream_timeout: Duration,
     pub token_wait: Duration,
+    pub allowed_hosts: AllowedHosts,
+    pub allowed_origins: AllowedOrigins,
+    /// Lowercase protocol names tunnelled besides `websocket`.
+    pub allowed_upgrades: Vec<String>,
+    /// Permissions of a Unix socket listener's file.
+    pub socket_mode: u32,
 }
 
 impl RouteSettings {
@@ -111,6 +120,9 @@ impl Settings {
             l.errors.append(&mut rl.errors);
         }
         check_distinct(&mut l, &routes);
+        if let Some(p) = &process {
+            check_exposure(&mut l, p, &routes);
+        }
         match process {
             Some(process) if l.errors.is_empty() && !routes.is_empty() => {
                 Ok(Settings { process, routes })
@@ -134,6 +146,7 @@ impl ProcessSettings {
         let max_sigterm_delay = l.seconds("max_sigterm_delay", 0);
         let max_connections = l.count("max_connections", 1, "connections");
         let access_log = l.boolean("access_log");
+        let trust_network = l.boolean("trust_network");
         Some(ProcessSettings {
             upstream_ca,
             allow_non_loopback,
@@ -146,6 +159,7 @@ impl ProcessSettings {
             max_sigterm_delay: max_sigterm_delay?,
             max_connections: max_connections?,
             access_log,
+            trust_network,
         })
     }
 }
@@ -163,6 +177,10 @@ impl RouteSettings {
         let rewrite_redirects = !l.boolean("no_rewrite_redirects");
         let upstream_timeout = l.seconds("upstream_timeout", 1);
         let token_wait = l.seconds("token_wait", 1);
+        let allowed_hosts = l.listed("allowed_hosts", AllowedHosts::parse);
+        let allowed_origins = l.listed("allowed_origins", AllowedOrigins::parse);
+        let allowed_upgrades = l.listed("allowed_upgrades", protocols);
+        let socket_mode = l.file_mode("socket_mode");
         let (impersonate_service_account, iam_endpoint, token_kind) = token_keys?;
         Some(RouteSettings {
             name,
@@ -178,6 +196,10 @@ impl RouteSettings {
             rewrite_redirects,
             upstream_timeout: upstream_timeout?,
             token_wait: token_wait?,
+            allowed_hosts: allowed_hosts?,
+            allowed_origins: allowed_origins?,
+            allowed_upgrades: allowed_upgrades?,
+            socket_mode: socket_mode?,
         })
     }
 }
@@ -198,6 +220,45 @@ pub(super) fn check_distinct(l: &mut Layered, routes: &[RouteSettings]) {
                     a.name
                 ));
             }
+        }
+    }
+}
+
+/// Upgrade protocol names, e.g. `connect-udp`; `websocket` is always allowed and `h2c` never.
+fn protocols(list: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let name = item.to_ascii_lowercase();
+        if name == "h2c" {
+            return Err("h2c cannot be tunnelled: the proxy speaks h2c to clients itself".into());
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+        {
+            return Err(format!("`{item}` is not a protocol name, e.g. connect-udp"));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// A listener beyond this machine hands the service account's identity to whoever reaches
+/// it: it needs a client secret, or the operator's word that the network is trusted.
+fn check_exposure(l: &mut Layered, process: &ProcessSettings, routes: &[RouteSettings]) {
+    if process.trust_network {
+        return;
+    }
+    for r in routes {
+        let exposed = matches!(r.listen, ListenAddr::Tcp(addr) if !is_loopback_ip(addr.ip()));
+        if exposed && r.client_secret_file.is_none() {
+            l.errors.push(format!(
+                "route `{}` listens on {}, beyond this machine, without a client secret: anyone \
+                 who can reach it acts as the service account. Set client_secret_file (clients \
+                 then send it in x-iap-proxy-secret), or, when only trusted clients can reach \
+                 that network, pass --trust-network (IAP_PROXY_TRUST_NETWORK=true)",
+                r.name, r.listen
+            ));
         }
     }
 }

@@ -253,6 +253,48 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Log one line per request (target iap_proxy::access; Cloud Logging's httpRequest in JSON)",
     ),
     row(
+        "allowed_hosts",
+        Route,
+        Value("NAME[,NAME...]"),
+        None,
+        Token::No,
+        "Host names clients may use for this listener, besides localhost and IP addresses \
+         (e.g. a sidecar's service name); other Hosts get 421",
+    ),
+    row(
+        "allowed_origins",
+        Route,
+        Value("ORIGIN[,ORIGIN...]"),
+        None,
+        Token::No,
+        "Browser origins, besides the proxy's own, whose pages may send requests through it \
+         (e.g. http://localhost:3000); other cross-origin requests get 403",
+    ),
+    row(
+        "allowed_upgrades",
+        Route,
+        Value("PROTOCOL[,PROTOCOL...]"),
+        None,
+        Token::No,
+        "Upgrade protocols tunnelled besides websocket (h2c is never: it is stripped)",
+    ),
+    row(
+        "socket_mode",
+        Route,
+        Value("MODE"),
+        Some("0600"),
+        Token::No,
+        "Permissions of a unix: listener's socket file, in octal (0660 lets the group in)",
+    ),
+    row(
+        "trust_network",
+        Process,
+        Switch,
+        Some("false"),
+        Token::No,
+        "Serve a non-loopback listener without a client secret: only trusted clients can reach it",
+    ),
+    row(
         "name",
         RouteTable,
         Value("NAME"),

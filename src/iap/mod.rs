@@ -38,6 +38,14 @@ impl Discovered {
             Discovered::IapClientId(a) | Discovered::CloudRunUrl(a) => a,
         }
     }
+
+    /// Where it came from, for the log line.
+    pub(crate) fn source(&self) -> &'static str {
+        match self {
+            Discovered::IapClientId(_) => "IAP's sign-in redirect",
+            Discovered::CloudRunUrl(_) => "the Cloud Run service URL",
+        }
+    }
 }
 
 /// The audience an answer reveals: IAP's client ID, else (for `*.run.app`) the service URL.
@@ -65,10 +73,23 @@ pub(crate) fn client_id_from_location(location: &str) -> Option<String> {
     if !google {
         return None;
     }
+    // Whatever answers decides the audience the service account mints tokens for, and then
+    // receives them: take only what has the shape of an OAuth client ID, never arbitrary text.
     url.query_pairs()
         .find(|(k, _)| k == "client_id")
         .map(|(_, v)| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+        .filter(|v| is_oauth_client_id(v))
+}
+
+/// `NNN-xxx.apps.googleusercontent.com`, the form of every IAP OAuth client ID.
+fn is_oauth_client_id(id: &str) -> bool {
+    id.strip_suffix(".apps.googleusercontent.com")
+        .is_some_and(|name| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 /// A Cloud Run service's own audience: its origin, `https://NAME-HASH.REGION.run.app`.
@@ -114,16 +135,20 @@ mod tests {
             client_id_from_location(SIGN_IN).as_deref(),
             Some("123-abc.apps.googleusercontent.com")
         );
-        let encoded = "https://accounts.google.com/o/oauth2/v2/auth?state=x&client_id=1%2D2.apps";
+        let encoded = "https://accounts.google.com/o/oauth2/v2/auth?state=x&client_id=1%2D2.apps.googleusercontent.com";
         assert_eq!(
             client_id_from_location(encoded).as_deref(),
-            Some("1-2.apps")
+            Some("1-2.apps.googleusercontent.com")
         );
         for bad in [
             "https://evil.example/o/oauth2/v2/auth?client_id=x",
             "http://accounts.google.com/o?client_id=x",
             "https://accounts.google.com/o?client_id=",
             "https://accounts.google.com/o?state=1",
+            "https://accounts.google.com/o?client_id=anything-else",
+            "https://accounts.google.com/o?client_id=x.apps.googleusercontent.com.evil.example",
+            "https://accounts.google.com.evil.example/o?client_id=1-a.apps.googleusercontent.com",
+            "https://accounts.google.com@evil.example/o?client_id=1-a.apps.googleusercontent.com",
             "/relative?client_id=x",
             "not a url",
         ] {

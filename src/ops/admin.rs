@@ -18,8 +18,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use super::metrics::{Metrics, RouteLabels};
+use super::metrics::{ERROR_HEADER, Metrics, RouteLabels};
 use crate::auth::TokenCache;
+use crate::config::{AllowedHosts, SEC_FETCH_SITE};
 
 /// What the admin endpoints look at, shared with the rest of the process.
 #[derive(Clone)]
@@ -28,6 +29,9 @@ pub(crate) struct AdminState {
     pub(crate) draining: Arc<AtomicBool>,
     pub(crate) quit: Arc<Notify>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Names the admin listener answers to, besides localhost and IP addresses (every
+    /// route's `allowed_hosts`): probes and scrapers use the pod's IP.
+    pub(crate) hosts: AllowedHosts,
 }
 
 impl AdminState {
@@ -62,6 +66,19 @@ impl AdminState {
     }
 
     fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        // A rebound DNS name would let any web page read /metrics and stop the proxy.
+        let named = req
+            .headers()
+            .get(header::HOST)
+            .map(header::HeaderValue::as_bytes)
+            .or(req.uri().authority().map(|a| a.as_str().as_bytes()));
+        if named.is_some_and(|h| !std::str::from_utf8(h).is_ok_and(|h| self.hosts.allows(h))) {
+            return refused(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host-not-allowed",
+                "the admin listener answers to localhost, IP addresses and the routes' allowed_hosts only\n",
+            );
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n".into()),
             (&Method::GET | &Method::HEAD, "/readyz") => match self.not_ready() {
@@ -87,6 +104,11 @@ impl AdminState {
                     ),
                 }
             }
+            (&Method::POST, "/quitquitquit") if from_a_web_page(req) => refused(
+                StatusCode::FORBIDDEN,
+                "cross-origin",
+                "a web page may not stop iap-proxy: POST /quitquitquit without Origin (e.g. curl -X POST)\n",
+            ),
             (&Method::POST, "/quitquitquit") => {
                 tracing::info!("shutdown requested through /quitquitquit");
                 self.quit.notify_one();
@@ -102,6 +124,22 @@ impl AdminState {
             ),
         }
     }
+}
+
+/// A browser marks what a page sends: `Origin` on every POST, `Sec-Fetch-Site` when it
+/// is not the user's own navigation. A text/plain POST needs no CORS preflight, so without
+/// this any page could stop the proxy.
+fn from_a_web_page(req: &Request<Incoming>) -> bool {
+    let site = req.headers().get(SEC_FETCH_SITE);
+    req.headers().contains_key(header::ORIGIN)
+        || site.is_some_and(|s| !s.as_bytes().eq_ignore_ascii_case(b"none"))
+}
+
+fn refused(status: StatusCode, code: &'static str, why: &str) -> Response<Full<Bytes>> {
+    let mut res = text(status, why.to_owned());
+    res.headers_mut()
+        .insert(ERROR_HEADER, header::HeaderValue::from_static(code));
+    res
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -21,6 +21,10 @@ pub(crate) fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// Marks every answer the proxy makes itself (its value names the failure), so clients and
+/// the metrics can tell them from the upstream's.
+pub(crate) const ERROR_HEADER: &str = "x-iap-proxy-error";
+
 /// Who produced the answer: the app, IAP itself (`x-goog-iap-generated-response`), or the
 /// proxy (`x-iap-proxy-error`).
 pub(crate) mod origin {

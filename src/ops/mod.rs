@@ -5,3 +5,4 @@ pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod metrics;
 pub mod telemetry;
+pub(crate) mod throttle;

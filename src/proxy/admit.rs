@@ -17,13 +17,11 @@ use super::body::ResBody;
 use super::client_secret::{ClientSecret, SECRET_HEADER};
 use super::error::{ProxyError, Refused};
 use super::upgrade;
-use crate::config::{AllowedHosts, AllowedOrigins, RouteSettings};
+use crate::config::{AllowedHosts, AllowedOrigins, RouteSettings, SEC_FETCH_SITE};
 use crate::ops::throttle::Throttle;
 
 /// One warning per kind of refusal per this period: a refusal is a client's doing.
 const WARN_EVERY: Duration = Duration::from_secs(10);
-
-const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// What one route admits.
 pub(crate) struct Admission {
@@ -108,8 +106,8 @@ impl Admission {
         if let Some(protocols) = upgrade::asked(req) {
             for p in protocols.split(',').map(str::trim) {
                 let name = p.split('/').next().unwrap_or(p).to_ascii_lowercase();
-                let tunnelled = matches!(name.as_str(), "websocket" | "h2c")
-                    || self.upgrades.iter().any(|u| *u == name);
+                let tunnelled =
+                    matches!(name.as_str(), "websocket" | "h2c") || self.upgrades.contains(&name);
                 if !tunnelled {
                     return Err(Refused::Upgrade {
                         protocol: Refused::quoted(p.as_bytes()),
@@ -146,7 +144,10 @@ fn transfer_coding(headers: &HeaderMap) -> Result<(), Refused> {
     let Some(first) = values.next() else {
         return Ok(());
     };
-    let chunked = first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+    let chunked = first
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"chunked");
     if chunked && values.next().is_none() {
         return Ok(());
     }
@@ -232,28 +233,42 @@ mod tests {
         a.check(&mut req(headers)).err().map(|e| e.code())
     }
 
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+
     #[test]
     fn each_refusal_has_its_code() {
         let a = admission("sidecar", "http://localhost:3000", false);
-        let table: &[(&[(&str, &str)], Option<&str>)] = &[
+        let table: &[Case] = &[
             (&[("host", "localhost:8080")], None),
             (&[], None),
             (&[("host", "sidecar:8080")], None),
-            (&[("host", "attacker.example:8080")], Some("host-not-allowed")),
+            (
+                &[("host", "attacker.example:8080")],
+                Some("host-not-allowed"),
+            ),
             (
                 &[("host", "localhost"), ("host", "localhost")],
                 Some("duplicate-host"),
             ),
             (
-                &[("host", "localhost:8080"), ("origin", "http://localhost:8080")],
+                &[
+                    ("host", "localhost:8080"),
+                    ("origin", "http://localhost:8080"),
+                ],
                 None,
             ),
             (
-                &[("host", "localhost:8080"), ("origin", "http://localhost:3000")],
+                &[
+                    ("host", "localhost:8080"),
+                    ("origin", "http://localhost:3000"),
+                ],
                 None,
             ),
             (
-                &[("host", "localhost:8080"), ("origin", "https://evil.example")],
+                &[
+                    ("host", "localhost:8080"),
+                    ("origin", "https://evil.example"),
+                ],
                 Some("cross-origin"),
             ),
             (
@@ -265,7 +280,10 @@ mod tests {
                 Some("cross-site"),
             ),
             (
-                &[("host", "localhost:8080"), ("sec-fetch-site", "same-origin")],
+                &[
+                    ("host", "localhost:8080"),
+                    ("sec-fetch-site", "same-origin"),
+                ],
                 None,
             ),
             (&[("transfer-encoding", "chunked")], None),
@@ -274,14 +292,20 @@ mod tests {
                 Some("unsupported-transfer-coding"),
             ),
             (
-                &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")],
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
                 Some("unsupported-transfer-coding"),
             ),
+            (&[("connection", "upgrade"), ("upgrade", "websocket")], None),
             (
-                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                &[
+                    ("connection", "Upgrade, HTTP2-Settings"),
+                    ("upgrade", "h2c"),
+                ],
                 None,
             ),
-            (&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c")], None),
             (
                 &[("connection", "upgrade"), ("upgrade", "tls/1.3")],
                 Some("upgrade-not-allowed"),
@@ -292,7 +316,10 @@ mod tests {
         }
         // h2's :authority stands for Host when there is none.
         let h2 = &mut Request::get("http://attacker.example/x").body(()).unwrap();
-        assert_eq!(a.check(h2).err().map(|e| e.code()), Some("host-not-allowed"));
+        assert_eq!(
+            a.check(h2).err().map(|e| e.code()),
+            Some("host-not-allowed")
+        );
         let h2 = &mut Request::get("http://localhost:8080/x").body(()).unwrap();
         assert!(a.check(h2).is_ok());
         // An absolute-form target goes to the fixed upstream whatever it names; Host decides.
@@ -305,7 +332,10 @@ mod tests {
             .header("host", "other.example:443")
             .body(())
             .unwrap();
-        assert_eq!(a.check(connect).err().map(|e| e.code()), Some("bad-request"));
+        assert_eq!(
+            a.check(connect).err().map(|e| e.code()),
+            Some("bad-request")
+        );
     }
 
     #[test]

@@ -5,16 +5,10 @@
 //! header is removed before forwarding, so the upstream never sees it.
 
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{HeaderName, Request, Response};
-
-use super::body::ResBody;
-use super::error::ProxyError;
+use http::HeaderName;
 
 pub(crate) const SECRET_HEADER: HeaderName = HeaderName::from_static("x-iap-proxy-secret");
 
@@ -68,65 +62,13 @@ impl ClientSecret {
     }
 
     /// Compares in time independent of where the first difference is.
-    fn matches(&self, presented: &[u8]) -> bool {
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         let expected = &self.0;
         let mut diff = u8::from(presented.len() != expected.len());
         for (i, b) in expected.iter().enumerate() {
             diff |= b ^ presented.get(i).copied().unwrap_or(0);
         }
         diff == 0
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct RequireSecretLayer(pub Option<ClientSecret>);
-
-impl<S> tower::Layer<S> for RequireSecretLayer {
-    type Service = RequireSecret<S>;
-    fn layer(&self, inner: S) -> RequireSecret<S> {
-        RequireSecret {
-            inner,
-            secret: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct RequireSecret<S> {
-    inner: S,
-    secret: Option<ClientSecret>,
-}
-
-type BoxFut<E> = Pin<Box<dyn Future<Output = Result<Response<ResBody>, E>> + Send>>;
-
-impl<S, B> tower::Service<Request<B>> for RequireSecret<S>
-where
-    S: tower::Service<Request<B>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = BoxFut<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> BoxFut<S::Error> {
-        let presented = req.headers_mut().remove(SECRET_HEADER);
-        if let Some(secret) = &self.secret {
-            let ok = presented
-                .as_ref()
-                .is_some_and(|v| secret.matches(v.as_bytes()));
-            if !ok {
-                let err = ProxyError::ClientSecret {
-                    presented: presented.is_some(),
-                };
-                return Box::pin(std::future::ready(Ok(err.into_response())));
-            }
-        }
-        Box::pin(self.inner.call(req))
     }
 }
 

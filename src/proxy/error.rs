@@ -11,12 +11,52 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::body::ResBody;
+use super::client_secret::SECRET_HEADER;
 use crate::auth::cache::NoToken;
+pub(crate) use crate::ops::metrics::ERROR_HEADER;
 
-pub(crate) const ERROR_HEADER: &str = "x-iap-proxy-error";
+/// Why a request was not admitted. Checked before the token is touched: nothing was
+/// forwarded and no token was fetched for it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    #[error(
+        "this listener does not answer to Host {host:?}: only localhost, IP addresses and the route's \
+         allowed_hosts may name it (a DNS name rebound to this machine must not act as the service \
+         account); if the name is yours, add it to allowed_hosts"
+    )]
+    Host { host: String },
+    #[error(
+        "a page of {origin:?} may not send requests through iap-proxy: only the proxy's own origin \
+         and the route's allowed_origins may (add it there if that page is yours)"
+    )]
+    Origin { origin: String },
+    #[error(
+        "a cross-site request (Sec-Fetch-Site: cross-site) may not use iap-proxy's identity; open the URL directly"
+    )]
+    CrossSite,
+    #[error("the request has two Host headers; a request names one host (RFC 9112 section 3.2)")]
+    DuplicateHost,
+    #[error(
+        "Transfer-Encoding {coding:?} is not supported: the proxy forwards only chunked bodies (RFC 9112 section 6.1)"
+    )]
+    TransferCoding { coding: String },
+    #[error(
+        "upgrading to {protocol:?} is not allowed: websocket is tunnelled, other protocols only when listed in allowed_upgrades"
+    )]
+    Upgrade { protocol: String },
+}
+
+impl Refused {
+    /// A client-chosen value, as a message may quote it: printable and short.
+    pub(crate) fn quoted(value: &[u8]) -> String {
+        String::from_utf8_lossy(value).chars().take(200).collect()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
     #[error("iap-proxy has no ID token, so the request was not forwarded: {0}")]
     NoToken(#[from] NoToken),
     #[error("cannot connect to upstream {upstream}: {reason}")]
@@ -40,6 +80,14 @@ pub(crate) enum ProxyError {
 impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Refused(r) => match r {
+                Refused::Host { .. } => StatusCode::MISDIRECTED_REQUEST,
+                Refused::Origin { .. } | Refused::CrossSite | Refused::Upgrade { .. } => {
+                    StatusCode::FORBIDDEN
+                }
+                Refused::DuplicateHost => StatusCode::BAD_REQUEST,
+                Refused::TransferCoding { .. } => StatusCode::NOT_IMPLEMENTED,
+            },
             ProxyError::NoToken(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -54,6 +102,14 @@ impl ProxyError {
     /// A stable machine-readable name, the value of `x-iap-proxy-error`.
     pub(crate) fn code(&self) -> &'static str {
         match self {
+            ProxyError::Refused(r) => match r {
+                Refused::Host { .. } => "host-not-allowed",
+                Refused::Origin { .. } => "cross-origin",
+                Refused::CrossSite => "cross-site",
+                Refused::DuplicateHost => "duplicate-host",
+                Refused::TransferCoding { .. } => "unsupported-transfer-coding",
+                Refused::Upgrade { .. } => "upgrade-not-allowed",
+            },
             ProxyError::NoToken(_) => "no-token",
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
@@ -80,6 +136,15 @@ impl ProxyError {
         );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ProxyError::ClientSecret { .. } = self {
+            // RFC 9110 section 15.5.8: a 407 says how to authenticate: the proxy's own
+            // scheme, naming the header the secret goes in.
+            let challenge =
+                format!("IapProxySecret realm=\"iap-proxy\", header=\"{SECRET_HEADER}\"");
+            if let Ok(value) = HeaderValue::try_from(challenge) {
+                headers.insert(header::PROXY_AUTHENTICATE, value);
+            }
+        }
         res
     }
 }

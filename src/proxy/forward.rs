@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::uri::{Authority, InvalidUri, PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Either, Empty};
 use hyper::body::Incoming;
 use url::Url;
@@ -166,11 +166,6 @@ async fn forward(
     client: Option<SocketAddr>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResBody>, ProxyError> {
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::BadRequest(
-            "CONNECT is not supported: iap-proxy forwards plain requests to its one configured upstream".into(),
-        ));
-    }
     let size: usize = req
         .headers()
         .iter()
@@ -208,6 +203,8 @@ async fn forward(
     h.remove(header::HOST);
     headers::set_forwarded(h, client.map(|c| c.ip()), original_host.as_ref());
     headers::set_token(h, shared.header, token.bearer());
+    // Even the h2 client may land on an HTTP/1.1 upstream (ALPN), and one field is valid on h2.
+    headers::join_cookies(h);
     if let Some(proto) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, proto.clone());

@@ -9,9 +9,11 @@ use url::Url;
 use crate::config::AuthHeader;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// pre-standard ones still seen in the wild.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// pre-standard ones still seen in the wild, and h2c's upgrade settings (RFC 7540 §3.2.1),
+/// which must never reach an upstream even when the client forgot to name them.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    HeaderName::from_static("http2-settings"),
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
@@ -53,7 +55,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) 
 }
 
 /// Sets X-Forwarded-For (appended, as nginx's `$proxy_add_x_forwarded_for` does),
-/// X-Forwarded-Proto and X-Forwarded-Host.
+/// X-Forwarded-Proto and X-Forwarded-Host. Without a peer address (a Unix socket) there is
+/// nothing to vouch for, so a client's own X-Forwarded-For is dropped rather than passed on
+/// as if the proxy had checked it.
 pub(crate) fn set_forwarded(
     headers: &mut HeaderMap,
     client: Option<IpAddr>,
@@ -62,13 +66,18 @@ pub(crate) fn set_forwarded(
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    if let Some(ip) = client {
-        let value = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-            _ => ip.to_string(),
-        };
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(XFF, value);
+    match client {
+        Some(ip) => {
+            let value = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+                Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+                _ => ip.to_string(),
+            };
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(XFF, value);
+            }
+        }
+        None => {
+            headers.remove(XFF);
         }
     }
     headers.insert(XFP, HeaderValue::from_static("http"));
@@ -95,9 +104,30 @@ pub(crate) fn set_token(headers: &mut HeaderMap, mode: AuthHeader, bearer: &Head
     headers.insert(name, bearer.clone());
 }
 
-/// Rewrites a `Location` on the upstream's origin to the proxy's own address, so the
-/// client's next request comes back through the proxy (and gets a token) instead of going
-/// to IAP directly. Relative locations and other origins are left alone.
+/// HTTP/2 lets a client split `cookie` into several fields (RFC 9113 §8.2.3); an HTTP/1.1
+/// upstream must get them as one, joined with `; ` (which HTTP/2 accepts too).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let parts: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let joined = parts.join(&b"; "[..]);
+    if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+        value.set_sensitive(true);
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+/// Rewrites a `Location` under the upstream URL to the proxy's own address, so the client's
+/// next request comes back through the proxy (and gets a token) instead of going to IAP
+/// directly. The upstream's base path is taken off, as the proxy puts it back on every
+/// request (nginx's `proxy_redirect default`). Relative locations, other origins and paths
+/// outside the base are left alone.
 pub(crate) fn rewrite_location(
     value: &HeaderValue,
     upstream: &Url,
@@ -110,7 +140,14 @@ pub(crate) fn rewrite_location(
     if !same_origin {
         return None;
     }
-    let mut rewritten = format!("http://{proxy_host}{}", location.path());
+    let base = upstream.path().trim_end_matches('/');
+    let path = location.path().strip_prefix(base)?;
+    let path = match path {
+        "" => "/",
+        p if p.starts_with('/') => p,
+        _ => return None, // /basement is not under /base
+    };
+    let mut rewritten = format!("http://{proxy_host}{path}");
     if let Some(q) = location.query() {
         rewritten.push('?');
         rewritten.push_str(q);
@@ -227,5 +264,49 @@ mod tests {
         assert!(rewrite_location(&v("http://app.example.com/a"), &up, "h").is_none());
         assert!(rewrite_location(&v("https://accounts.google.com/o"), &up, "h").is_none());
         assert!(rewrite_location(&v("/relative"), &up, "h").is_none());
+    }
+
+    #[test]
+    fn location_rewrite_takes_the_base_path_off() {
+        let up = Url::parse("https://h/base").unwrap();
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let got = |s| {
+            rewrite_location(&v(s), &up, "localhost:8080").map(|h| h.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            got("https://h/base/next?x=1").as_deref(),
+            Some("http://localhost:8080/next?x=1")
+        );
+        assert_eq!(
+            got("https://h/base").as_deref(),
+            Some("http://localhost:8080/")
+        );
+        assert_eq!(
+            got("https://h/base/").as_deref(),
+            Some("http://localhost:8080/")
+        );
+        assert_eq!(got("https://h/basement"), None);
+        assert_eq!(got("https://h/other"), None);
+        let slash = Url::parse("https://h/base/").unwrap();
+        assert_eq!(
+            rewrite_location(&v("https://h/base/next"), &slash, "p").unwrap(),
+            "http://p/next"
+        );
+    }
+
+    #[test]
+    fn cookies_join_for_http1_and_xff_is_dropped_without_a_peer() {
+        let mut h = map(&[
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+        set_forwarded(&mut h, None, None);
+        assert!(h.get("x-forwarded-for").is_none());
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 }

@@ -12,16 +12,42 @@ use tokio_util::either::Either;
 
 pub use crate::config::ListenAddr;
 
-/// Binds `addr`. A stale socket file from an earlier run is removed first, but only when
-/// it really is a socket: a typo must never delete a user's file.
-pub(crate) async fn bind(addr: &ListenAddr) -> io::Result<Listener> {
+/// Binds `addr`; a Unix socket gets `socket_mode` permissions. A stale socket file from an
+/// earlier run is removed first, but only when it really is a socket: a typo must never
+/// delete a user's file.
+pub(crate) async fn bind(addr: &ListenAddr, socket_mode: u32) -> io::Result<Listener> {
     match addr {
         ListenAddr::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr).await?)),
         ListenAddr::Unix(path) => {
             remove_stale_socket(path)?;
-            Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
+            Ok(Listener::Unix(bind_unix(path, socket_mode)?, path.clone()))
         }
     }
+}
+
+/// A socket file takes the umask's permissions when bound (`srwxrwxrwx` under umask 000),
+/// and every local user who can connect acts as the service account. So it is bound in a
+/// fresh directory only this user can enter, given `mode`, and only then renamed into place:
+/// at no moment can another user connect to it.
+fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    let private = parent.join(format!(
+        ".iap-proxy-bind-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
@@ -84,13 +110,18 @@ impl Drop for Listener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[tokio::test]
     async fn unix_socket_binds_and_refuses_to_clobber_a_file() {
-        let dir = std::env::temp_dir().join(format!("iap-proxy-listener-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let sock = dir.join("proxy.sock");
-        let l = bind(&ListenAddr::Unix(sock.clone())).await.unwrap();
+        let l = bind(&ListenAddr::Unix(sock.clone()), 0o600).await.unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the socket is left: {leftovers:?}");
         assert_eq!(
             l.local_addr().unwrap().to_string(),
             format!("unix:{}", sock.display())
@@ -99,9 +130,11 @@ mod tests {
         assert!(!sock.exists(), "socket file removed on drop");
         let file = dir.join("precious.txt");
         std::fs::write(&file, "keep me").unwrap();
-        let err = bind(&ListenAddr::Unix(file.clone())).await.err().unwrap();
+        let err = bind(&ListenAddr::Unix(file.clone()), 0o600)
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("not a socket"), "{err}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

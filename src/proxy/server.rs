@@ -22,7 +22,7 @@ use tower_http::sensitive_headers::{
 };
 use tower_http::trace::TraceLayer;
 
-use super::client_secret::{ClientSecret, RequireSecretLayer};
+use super::admit::{Admission, AdmitLayer};
 use super::error::ProxyError;
 use super::forward::{Proxy, Shared};
 use super::listener::{Conn, Listener};
@@ -38,8 +38,8 @@ pub(crate) struct ServerOptions {
     /// The route's name in logs and metrics.
     pub(crate) route: Arc<str>,
     pub(crate) metrics: Arc<Metrics>,
-    /// Required from clients when set (`--client-secret-file`).
-    pub(crate) client_secret: Option<ClientSecret>,
+    /// What a request must satisfy before it is queued (Host, Origin, client secret…).
+    pub(crate) admission: Arc<Admission>,
     pub(crate) max_connections: usize,
     /// One log line per request (`--access-log`).
     pub(crate) access_log: bool,
@@ -113,11 +113,7 @@ pub(crate) async fn serve(
                 remote,
                 opts.access_log,
             ))
-            .option_layer(
-                opts.client_secret
-                    .clone()
-                    .map(|s| RequireSecretLayer(Some(s))),
-            )
+            .layer(AdmitLayer(opts.admission.clone()))
             .layer(SetSensitiveResponseHeadersLayer::new([
                 http::header::SET_COOKIE,
             ]))

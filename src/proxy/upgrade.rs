@@ -2,13 +2,12 @@
 //! copies bytes both ways once both sides have switched.
 
 use http::{HeaderValue, Request, Version, header};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::outbound::chain;
 
-/// The protocol a client asks to upgrade to, when it asks in the HTTP/1.1 way.
-pub(super) fn requested(req: &Request<Incoming>) -> Option<HeaderValue> {
+/// The `Upgrade` a client asks for, when it asks in the HTTP/1.1 way (`Connection: upgrade`).
+pub(super) fn asked<B>(req: &Request<B>) -> Option<&str> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -20,10 +19,26 @@ pub(super) fn requested(req: &Request<Incoming>) -> Option<HeaderValue> {
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
     if asks {
-        req.headers().get(header::UPGRADE).cloned()
+        req.headers().get(header::UPGRADE)?.to_str().ok()
     } else {
         None
     }
+}
+
+/// The protocols to tunnel: what the client asked for (admission allowed it), less `h2c`:
+/// an h2c upgrade is a plain request to the upstream, never a tunnel of raw HTTP/2 frames
+/// past the proxy's own checks.
+pub(super) fn requested<B>(req: &Request<B>) -> Option<HeaderValue> {
+    let asked = asked(req)?;
+    let kept: Vec<&str> = asked
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::try_from(kept.join(", ")).ok()
 }
 
 pub(super) async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {

@@ -27,14 +27,13 @@ impl Listeners {
         settings: &Settings,
     ) -> Result<Listeners, StartError> {
         for route in settings.routes.iter().skip(routes.len()) {
-            let listener =
-                listener::bind(&route.listen)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        what: format!("route {}", route.name),
-                        addr: route.listen.to_string(),
-                        source,
-                    })?;
+            let listener = listener::bind(&route.listen, route.socket_mode)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: format!("route {}", route.name),
+                    addr: route.listen.to_string(),
+                    source,
+                })?;
             routes.push(listener);
         }
         let admin = match settings.process.admin_listen {

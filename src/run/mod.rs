@@ -17,12 +17,13 @@ pub use error::StartError;
 pub use listeners::Listeners;
 
 use crate::auth::{self, TokenHttp};
-use crate::config::{Env, Settings, TokenSettings};
+use crate::config::{AllowedHosts, Env, Settings, TokenSettings};
 use crate::ops::admin::{self, AdminState};
 use crate::ops::metrics::Metrics;
 use crate::outbound::clients::Clients;
 use crate::outbound::egress::Egress;
 use crate::outbound::tls;
+use crate::proxy::admit::Admission;
 use crate::proxy::client_secret::ClientSecret;
 use crate::proxy::forward::Shared;
 use crate::proxy::listener::{ListenAddr, Listener};
@@ -100,7 +101,11 @@ pub async fn serve(
             access_log: settings.process.access_log,
             route: name,
             metrics: metrics.clone(),
-            client_secret,
+            admission: Arc::new(Admission::new(
+                route,
+                matches!(local, ListenAddr::Unix(_)),
+                client_secret,
+            )),
         };
         servers.push((listener, Arc::new(shared), opts));
     }
@@ -110,6 +115,7 @@ pub async fn serve(
         draining: Arc::new(AtomicBool::new(false)),
         quit: Arc::new(Notify::new()),
         metrics,
+        hosts: AllowedHosts::union(settings.routes.iter().map(|r| &r.allowed_hosts)),
     };
     let admin_task = listeners.admin.map(|l| {
         if let Ok(addr) = l.local_addr() {

@@ -23,7 +23,12 @@ pub(crate) async fn audience(
         return Ok(audience.to_owned());
     }
     let found = discovery::discover(&clients.main, &route.upstream, route.upstream_timeout).await?;
-    tracing::info!(route = %route.name, audience = %found.audience(), how = ?found, "audience discovered");
+    tracing::info!(
+        route = %route.name,
+        audience = %found.audience(),
+        from = found.source(),
+        "audience discovered; pin it with --audience in production, so the upstream's answer cannot choose it"
+    );
     Ok(found.audience().to_owned())
 }
 

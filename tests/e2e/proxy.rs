@@ -355,7 +355,7 @@ async fn absolute_form_request_still_goes_to_the_configured_upstream() {
     // On a connection of its own, hyper writes the request target as given: absolute-form.
     let mut conn = Connection::handshake(TcpStream::connect(proxy.addr).await.unwrap()).await;
     let req = Request::get("http://other.example/echo")
-        .header("host", "other.example")
+        .header("host", proxy.addr.to_string())
         .body(client::empty())
         .unwrap();
     let r = conn.send(req).await;
@@ -365,6 +365,15 @@ async fn absolute_form_request_still_goes_to_the_configured_upstream() {
         format!("127.0.0.1:{}", w.upstream.port())
     );
     assert_eq!(w.upstream.authorized_count(), 1);
+    // Naming another host in Host is a rebound DNS name's signature: refused, not forwarded.
+    let req = Request::get("http://other.example/echo")
+        .header("host", "other.example")
+        .body(client::empty())
+        .unwrap();
+    let r = conn.send(req).await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.text());
+    assert_eq!(r.header("x-iap-proxy-error"), Some("host-not-allowed"));
+    assert_eq!(w.upstream.requests().len(), 1);
 }
 
 #[tokio::test]

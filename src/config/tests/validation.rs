@@ -18,13 +18,47 @@ fn non_loopback_listen_needs_permission() {
                 "--allow-non-loopback",
             ],
         );
-        let s = load_ok(&["--listen", listen, "--allow-non-loopback"], &[]);
+        // Allowed beyond this machine, it still needs a client secret or a trusted network.
+        let errors = load_err(
+            &[
+                "--upstream",
+                UP,
+                "--audience",
+                AUD,
+                "--listen",
+                listen,
+                "--allow-non-loopback",
+            ],
+            &[],
+        );
+        assert_one_error(
+            &errors,
+            &[
+                listen,
+                "without a client secret",
+                "client_secret_file",
+                "--trust-network",
+            ],
+        );
+        let dir = TempDir::new();
+        let secret = dir.file("secret", "0123456789abcdef0123\n");
+        let s = load_ok(
+            &[
+                "--listen",
+                listen,
+                "--allow-non-loopback",
+                "--client-secret-file",
+                &secret,
+            ],
+            &[],
+        );
         assert!(s.process.allow_non_loopback);
         let s = load_ok(
-            &["--listen", listen],
+            &["--listen", listen, "--trust-network"],
             &[("IAP_PROXY_ALLOW_NON_LOOPBACK", "true")],
         );
         assert_eq!(s.routes[0].listen.to_string(), listen);
+        assert!(s.process.trust_network);
     }
     for listen in [
         "127.0.0.1:1",
