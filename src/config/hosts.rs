@@ -25,7 +25,7 @@ pub struct AllowedHosts(Vec<String>);
 
 impl AllowedHosts {
     /// A comma-separated list of DNS names (no port, no scheme), e.g. `iap-proxy,iap-proxy.ns.svc`.
-    pub(crate) fn parse(list: &str) -> Result<AllowedHosts, String> {
+    pub fn parse(list: &str) -> Result<AllowedHosts, String> {
         let mut names = Vec::new();
         for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let name = item.trim_end_matches('.').to_ascii_lowercase();
@@ -99,7 +99,7 @@ pub struct AllowedOrigins(Vec<String>);
 
 impl AllowedOrigins {
     /// A comma-separated list of origins, `scheme://host[:port]`.
-    pub(crate) fn parse(list: &str) -> Result<AllowedOrigins, String> {
+    pub fn parse(list: &str) -> Result<AllowedOrigins, String> {
         let mut origins = Vec::new();
         for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let origin = Url::parse(item)

@@ -8,6 +8,7 @@ mod check;
 mod connection_limit;
 mod credentials;
 mod egress_and_modes;
+mod exposure;
 mod operations;
 mod proxy;
 mod support_selftest;

@@ -422,6 +422,11 @@ async fn client_secret_guards_a_non_loopback_listener() {
     let r = get(&http, &url).await;
     assert_eq!(r.status, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
     assert_eq!(r.header("x-iap-proxy-error"), Some("client-secret"));
+    // RFC 9110 section 15.5.8: a 407 names how to authenticate.
+    assert_eq!(
+        r.header("proxy-authenticate"),
+        Some("IapProxySecret realm=\"iap-proxy\", header=\"x-iap-proxy-secret\"")
+    );
     let wrong = send(
         &http,
         Request::get(&url)

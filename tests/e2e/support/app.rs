@@ -115,6 +115,13 @@ pub(super) async fn route(shared: &Shared, req: Request<Incoming>) -> Response<B
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::new(full("slow done"))
         }
+        // A redirect to `next` beside this path, on the upstream's origin, so that under a
+        // base path `/base/redirect-under` points at `/base/next`.
+        p if p.ends_with("/redirect-under") => redirect(format!(
+            "https://127.0.0.1:{}{}/next",
+            shared.port,
+            p.trim_end_matches("/redirect-under")
+        )),
         "/hop" => {
             let mut resp = json_response(StatusCode::OK, &echo_json(&req));
             let h = resp.headers_mut();

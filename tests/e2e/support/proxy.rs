@@ -119,12 +119,24 @@ impl Binary {
     /// Spawns the binary with exactly `env` as its environment (plus PATH). Must run inside
     /// a tokio runtime (the pipes are read by tasks, the exit is awaited).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
-        Binary::spawn_inner(args, env).0
+        Binary::spawn_inner(args, env, None).0
     }
 
     /// Spawns the binary and waits (bounded) for its "listening" line.
     pub async fn spawn_listening(args: &[&str], env: &[(&str, &str)]) -> Binary {
-        let (mut binary, listening) = Binary::spawn_inner(args, env);
+        Binary::listening(Binary::spawn_inner(args, env, None)).await
+    }
+
+    /// Like [`Binary::spawn_listening`], with the process's umask set to `umask` (octal).
+    pub async fn spawn_listening_with_umask(
+        umask: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Binary {
+        Binary::listening(Binary::spawn_inner(args, env, Some(umask))).await
+    }
+
+    async fn listening((mut binary, listening): (Binary, oneshot::Receiver<SocketAddr>)) -> Binary {
         match tokio::time::timeout(Duration::from_secs(20), listening).await {
             Ok(Ok(addr)) => binary.addr = Some(addr),
             // The reader dropped the sender: stderr ended without the line.
@@ -143,8 +155,21 @@ impl Binary {
         binary
     }
 
-    fn spawn_inner(args: &[&str], env: &[(&str, &str)]) -> (Binary, oneshot::Receiver<SocketAddr>) {
-        let mut cmd = Command::new(binary_path());
+    fn spawn_inner(
+        args: &[&str],
+        env: &[(&str, &str)],
+        umask: Option<&str>,
+    ) -> (Binary, oneshot::Receiver<SocketAddr>) {
+        let mut cmd = match umask {
+            // The shell sets the umask, then becomes the proxy (exec): the pid stays its own.
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                let script = format!("umask {mask} && exec \"$0\" \"$@\"");
+                sh.args(["-c", script.as_str(), binary_path()]);
+                sh
+            }
+            None => Command::new(binary_path()),
+        };
         cmd.args(args)
             .env_clear()
             .stdin(Stdio::null())

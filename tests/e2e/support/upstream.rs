@@ -106,6 +106,8 @@ pub(super) struct Shared {
     self_signed: Mutex<HashMap<String, DecodingKey>>,
     /// Principals (by email) without roles/iap.httpsResourceAccessor: valid tokens, 403.
     denied: Mutex<HashSet<String>>,
+    /// Where IAP's sign-in redirect points (Google's page unless a test says otherwise).
+    sign_in_origin: Mutex<String>,
 }
 
 pub struct Upstream {
@@ -151,6 +153,7 @@ impl Upstream {
             reject_valid: AtomicUsize::new(0),
             self_signed: Mutex::new(HashMap::new()),
             denied: Mutex::new(HashSet::new()),
+            sign_in_origin: Mutex::new("https://accounts.google.com".to_owned()),
         });
         let (sh, mode) = (shared.clone(), opts.alpn);
         let server = spawn_accept_loop(listener, move |tcp| {
@@ -206,6 +209,11 @@ impl Upstream {
     /// roles/iap.httpsResourceAccessor on the resource.
     pub fn deny_email(&self, email: &str) {
         self.shared.denied.lock().unwrap().insert(email.to_owned());
+    }
+    /// Makes the unauthenticated answer redirect to `origin` instead of Google's sign-in
+    /// page (everything else about it stays IAP's), as a look-alike of IAP would.
+    pub fn set_sign_in_origin(&self, origin: &str) {
+        *self.shared.sign_in_origin.lock().unwrap() = origin.to_owned();
     }
     /// Lets every `/sse` response that is waiting send its second event.
     pub fn release_sse(&self) {
@@ -458,14 +466,15 @@ async fn handle(
                 .to_owned(),
         ),
         _ => {
-            let location = sign_in_url(&shared.audience);
+            let origin = shared.sign_in_origin.lock().unwrap().clone();
+            let location = sign_in_url(&origin, &shared.audience);
             iap_answer(StatusCode::FOUND, Some(location), String::new())
         }
     };
     Ok(resp)
 }
 
-fn sign_in_url(client_id: &str) -> String {
+fn sign_in_url(origin: &str, client_id: &str) -> String {
     let redirect =
         format!("https://iap.googleapis.com/v1/oauth/clientIds/{client_id}:handleRedirect");
     let query = url::form_urlencoded::Serializer::new(String::new())
@@ -475,7 +484,7 @@ fn sign_in_url(client_id: &str) -> String {
         .append_pair("redirect_uri", &redirect)
         .append_pair("state", "fake-iap-state")
         .finish();
-    format!("https://accounts.google.com/o/oauth2/v2/auth?{query}")
+    format!("{origin}/o/oauth2/v2/auth?{query}")
 }
 
 fn iap_answer(status: StatusCode, location: Option<String>, body: String) -> Response<Body> {
