@@ -16,7 +16,6 @@ use crate::config::Env;
 /// `--credentials gcloud` means the gcloud CLI; write `./gcloud` for a file of that name.
 pub(crate) const GCLOUD: &str = "gcloud";
 const ADC_FILE: &str = "application_default_credentials.json";
-const METADATA_HOST: &str = "metadata.google.internal";
 /// Off Google Cloud the probe is pure waiting, so keep it short.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -71,14 +70,6 @@ pub(crate) fn find_file(
     None
 }
 
-pub(crate) fn metadata_host(env: &Env) -> String {
-    env.get("GCE_METADATA_HOST")
-        .map(|h| h.trim().trim_start_matches("http://").trim_end_matches('/'))
-        .filter(|h| !h.is_empty())
-        .unwrap_or(METADATA_HOST)
-        .to_owned()
-}
-
 /// `GET http://HOST/` with `Metadata-Flavor: Google`: a metadata server answers 200 and
 /// echoes the header. Err is why not, for the "looked at" list.
 pub(crate) async fn probe_metadata(host: &str) -> Result<(), String> {
@@ -107,7 +98,7 @@ pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found
     if let Some(found) = find_file(explicit, env, &mut looked) {
         return Ok(found);
     }
-    let host = metadata_host(env);
+    let host = env.metadata_host().authority().to_owned();
     match probe_metadata(&host).await {
         Ok(()) => Ok(Found::Metadata { host }),
         Err(why) => {

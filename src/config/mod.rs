@@ -11,6 +11,7 @@ use ::config::{Config, ConfigError, Environment, File, FileFormat, Map, Source, 
 use url::Url;
 
 mod cli;
+mod gce;
 mod keys;
 mod layers;
 mod routes;

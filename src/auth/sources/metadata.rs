@@ -16,7 +16,6 @@ use crate::auth::token::{IdToken, TokenSource};
 use crate::auth::token_http::{self, TokenHttp};
 use crate::config::Env;
 
-const DEFAULT_HOST: &str = "metadata.google.internal";
 const IDENTITY_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/identity";
 
 /// ID tokens from the metadata server at `GCE_METADATA_HOST` or `metadata.google.internal`.
@@ -32,13 +31,7 @@ pub(crate) struct Metadata {
 
 impl Metadata {
     pub(crate) fn new(env: &Env, audience: &str, http: TokenHttp) -> Self {
-        // Some tools write the variable with a scheme or a trailing slash; tolerate both.
-        let host = env
-            .get("GCE_METADATA_HOST")
-            .map(|h| h.trim().trim_start_matches("http://").trim_end_matches('/'))
-            .filter(|h| !h.is_empty())
-            .unwrap_or(DEFAULT_HOST)
-            .to_owned();
+        let host = env.metadata_host().authority().to_owned();
         Metadata {
             url: identity_url(&host, audience),
             host,
