@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use report::{CheckReport, Diagnosis, Outcome, REQUEST, Step};
 
-use crate::auth::{self, TokenHttp, jwt};
+use crate::auth::{self, TokenHttp};
 use crate::config::{Env, Settings, TokenKind};
 use crate::iap::Discovered;
 use crate::outbound::clients::Clients;
@@ -111,18 +111,12 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
             return report;
         }
     };
-    let claims = match jwt::unverified_claims(token.expose()) {
-        Ok(c) => c,
-        Err(err) => {
-            report.steps.push(diagnose::token_error(&err));
-            return report;
-        }
-    };
+    let claims = token.claims();
     let user_login = settings.impersonate_service_account.is_empty()
         && chosen.file.as_deref().is_some_and(is_user_file);
     let self_signed = settings.token_kind == TokenKind::SelfSignedJwt;
     report.steps.push(diagnose::token_claims(
-        &claims,
+        claims,
         iap_audience,
         self_signed,
         user_login,
@@ -138,7 +132,7 @@ pub async fn check(settings: &Settings, env: &Env) -> CheckReport {
         )
         .await;
         let sent = request::Sent {
-            claims: &claims,
+            claims,
             iap_audience: if self_signed { None } else { iap_audience },
             user_login,
             header: settings.header,

@@ -1,6 +1,6 @@
 //! Why the proxy could not start: each part's own error, kept whole.
 
-use crate::auth::AuthError;
+use crate::auth::{CredentialError, FetchError};
 use crate::iap::discovery::DiscoveryError;
 use crate::outbound::egress::EgressError;
 use crate::outbound::tls::TlsError;
@@ -11,8 +11,12 @@ use crate::proxy::client_secret::SecretFileError;
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The credential cannot be found, read or used as the settings ask.
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Auth(#[from] CredentialError),
+    /// `iap-proxy token`: the one fetch failed.
+    #[error(transparent)]
+    Token(#[from] FetchError),
     #[error("cannot use upstream {upstream}: {reason}")]
     Upstream { upstream: String, reason: String },
     #[error("cannot read the listener's address: {0}")]
