@@ -5,11 +5,11 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
-use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::error::AuthError;
-use super::token::Secret;
+use super::answer::TokenAnswer;
+use super::error::{BadToken, FetchError};
+use super::redact::Secret;
 
 /// The scope every access token here is asked for: generateIdToken needs no narrower one.
 pub(crate) const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -34,22 +34,21 @@ impl fmt::Debug for AccessToken {
 }
 
 impl AccessToken {
-    /// Reads Google's `{"access_token", "expires_in"}` answer shape.
-    pub(crate) fn from_answer(answer: &Value, endpoint: &str) -> Result<AccessToken, AuthError> {
+    /// The access token of `endpoint`'s answer, which must carry one.
+    pub(crate) fn from_answer(
+        answer: TokenAnswer,
+        endpoint: &str,
+    ) -> Result<AccessToken, FetchError> {
         let token = answer
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                AuthError::BadToken(format!("{endpoint} answered without an `access_token`"))
+            .access_token
+            .filter(|t| !t.expose().is_empty())
+            .ok_or_else(|| BadToken::NoAccessToken {
+                endpoint: endpoint.to_owned(),
             })?;
         // Without expires_in assume the usual hour; Google always sends it.
-        let expires_in = answer
-            .get("expires_in")
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(3600);
+        let expires_in = answer.expires_in.unwrap_or(3600);
         Ok(AccessToken {
-            token: Secret::new(token),
+            token,
             expires_at: SystemTime::now() + Duration::from_secs(expires_in),
         })
     }
@@ -63,7 +62,7 @@ impl AccessToken {
 pub(crate) trait AccessTokenSource: Send + Sync + 'static {
     /// What this source is, for logs: never a secret.
     fn describe(&self) -> String;
-    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>>;
+    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>>;
 }
 
 /// Keeps the last access token until shortly before it expires, so one ID-token refresh
@@ -85,7 +84,7 @@ impl CachedAccess {
         self.inner.describe()
     }
 
-    pub(crate) async fn get(&self) -> Result<AccessToken, AuthError> {
+    pub(crate) async fn get(&self) -> Result<AccessToken, FetchError> {
         let mut last = self.last.lock().await;
         if let Some(t) = last.as_ref().filter(|t| t.fresh()) {
             return Ok(t.clone());
@@ -108,16 +107,20 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn answer(v: serde_json::Value) -> TokenAnswer {
+        serde_json::from_value(v).unwrap()
+    }
+
     struct Counting(Arc<AtomicUsize>, u64);
     impl AccessTokenSource for Counting {
         fn describe(&self) -> String {
             "counting".into()
         }
-        fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+        fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>> {
             Box::pin(async move {
                 let n = self.0.fetch_add(1, Ordering::SeqCst);
                 AccessToken::from_answer(
-                    &json!({"access_token": format!("t{n}"), "expires_in": self.1}),
+                    answer(json!({"access_token": format!("t{n}"), "expires_in": self.1})),
                     "test",
                 )
             })
@@ -137,8 +140,14 @@ mod tests {
         short.get().await.unwrap();
         short.get().await.unwrap();
         assert_eq!(n.load(Ordering::SeqCst), 4);
-        let err = AccessToken::from_answer(&json!({"id_token": "x"}), "E").unwrap_err();
-        assert!(err.to_string().contains("E answered without"), "{err}");
+        for missing in [json!({"id_token": "x"}), json!({"access_token": ""})] {
+            let err = AccessToken::from_answer(answer(missing), "E").unwrap_err();
+            assert!(
+                matches!(&err, FetchError::BadToken(BadToken::NoAccessToken { endpoint }) if endpoint == "E"),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("E answered without"), "{err}");
+        }
         assert!(!format!("{:?}", long.get().await.unwrap()).contains("t1"));
     }
 }

@@ -10,13 +10,12 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::error::AuthError;
+use super::error::{CredentialError, Looked, ProbeFailure};
 use crate::config::Env;
 
 /// `--credentials gcloud` means the gcloud CLI; write `./gcloud` for a file of that name.
 pub(crate) const GCLOUD: &str = "gcloud";
 const ADC_FILE: &str = "application_default_credentials.json";
-const METADATA_HOST: &str = "metadata.google.internal";
 /// Off Google Cloud the probe is pure waiting, so keep it short.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -31,7 +30,7 @@ pub(crate) enum Found {
 pub(crate) fn find_file(
     explicit: Option<&Path>,
     env: &Env,
-    looked: &mut Vec<String>,
+    looked: &mut Vec<Looked>,
 ) -> Option<Found> {
     if let Some(path) = explicit {
         if path == Path::new(GCLOUD) {
@@ -42,7 +41,7 @@ pub(crate) fn find_file(
             origin: "--credentials",
         });
     }
-    looked.push("  - --credentials: not given".into());
+    looked.push(Looked::CredentialsFlag);
     if let Some(path) = env.get("GOOGLE_APPLICATION_CREDENTIALS") {
         // Named explicitly: a missing file is an error, not a reason to look further.
         return Some(Found::File {
@@ -50,7 +49,7 @@ pub(crate) fn find_file(
             origin: "GOOGLE_APPLICATION_CREDENTIALS",
         });
     }
-    looked.push("  - GOOGLE_APPLICATION_CREDENTIALS: not set".into());
+    looked.push(Looked::ApplicationCredentialsVar);
     let dir = match (env.get("CLOUDSDK_CONFIG"), env.get("HOME")) {
         (Some(dir), _) => Some(PathBuf::from(dir)),
         (None, Some(home)) => Some(Path::new(home).join(".config").join("gcloud")),
@@ -63,58 +62,43 @@ pub(crate) fn find_file(
                 origin: "gcloud's application default credentials",
             });
         }
-        Some(path) => looked.push(format!("  - gcloud's ADC file {}: absent", path.display())),
-        None => {
-            looked.push("  - gcloud's ADC file: neither CLOUDSDK_CONFIG nor HOME is set".into())
-        }
+        Some(path) => looked.push(Looked::AdcFileAbsent(path)),
+        None => looked.push(Looked::NoGcloudConfigDir),
     }
     None
 }
 
-pub(crate) fn metadata_host(env: &Env) -> String {
-    env.get("GCE_METADATA_HOST")
-        .map(|h| h.trim().trim_start_matches("http://").trim_end_matches('/'))
-        .filter(|h| !h.is_empty())
-        .unwrap_or(METADATA_HOST)
-        .to_owned()
-}
-
 /// `GET http://HOST/` with `Metadata-Flavor: Google`: a metadata server answers 200 and
 /// echoes the header. Err is why not, for the "looked at" list.
-pub(crate) async fn probe_metadata(host: &str) -> Result<(), String> {
+pub(crate) async fn probe_metadata(host: &str) -> Result<(), ProbeFailure> {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = http::Request::get(format!("http://{host}/"))
         .header("metadata-flavor", "Google")
         .body(Empty::new())
-        .map_err(|e| format!("not a valid host ({e})"))?;
+        .map_err(|e| ProbeFailure::BadHost(e.to_string()))?;
     let response = tokio::time::timeout(PROBE_TIMEOUT, client.request(request))
         .await
-        .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
-        .map_err(|e| format!("unreachable ({e})"))?;
+        .map_err(|_| ProbeFailure::NoAnswer(PROBE_TIMEOUT))?
+        .map_err(|e| ProbeFailure::Unreachable(e.to_string()))?;
     let flavor = response.headers().get("metadata-flavor");
     if response.status() == http::StatusCode::OK && flavor.is_some_and(|v| v == "Google") {
         Ok(())
     } else {
-        Err(format!(
-            "answered {} without Metadata-Flavor: Google",
-            response.status()
-        ))
+        Err(ProbeFailure::NotMetadata(response.status()))
     }
 }
 
-pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found, AuthError> {
+pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found, CredentialError> {
     let mut looked = Vec::new();
     if let Some(found) = find_file(explicit, env, &mut looked) {
         return Ok(found);
     }
-    let host = metadata_host(env);
+    let host = env.metadata_host().authority().to_owned();
     match probe_metadata(&host).await {
         Ok(()) => Ok(Found::Metadata { host }),
         Err(why) => {
-            looked.push(format!("  - the metadata server at {host}: {why}"));
-            Err(AuthError::NotFound {
-                looked: looked.join("\n"),
-            })
+            looked.push(Looked::MetadataServer { host, why });
+            Err(CredentialError::NotFound { looked })
         }
     }
 }
@@ -122,23 +106,7 @@ pub(crate) async fn discover(explicit: Option<&Path>, env: &Env) -> Result<Found
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::token_http::test_server;
-
-    struct Tmp(PathBuf);
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    fn tmp() -> Tmp {
-        let dir = std::env::temp_dir().join(format!(
-            "iap-proxy-discovery-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Tmp(dir)
-    }
+    use crate::auth::test_server;
     fn adc_in(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let path = dir.join(ADC_FILE);
@@ -148,14 +116,14 @@ mod tests {
 
     #[test]
     fn discovery_order() {
-        let t = tmp();
-        let explicit = t.0.join("explicit.json");
-        let gac = t.0.join("gac.json");
-        let cloudsdk = t.0.join("cloudsdk");
+        let t = tempfile::tempdir().unwrap();
+        let explicit = t.path().join("explicit.json");
+        let gac = t.path().join("gac.json");
+        let cloudsdk = t.path().join("cloudsdk");
         let cloudsdk_adc = adc_in(&cloudsdk);
-        let home = t.0.join("home");
+        let home = t.path().join("home");
         let home_adc = adc_in(&home.join(".config").join("gcloud"));
-        let empty_sdk = t.0.join("empty-sdk");
+        let empty_sdk = t.path().join("empty-sdk");
         let s = |p: &Path| p.to_str().unwrap().to_owned();
         let file = |path: &Path, origin| {
             Some(Found::File {
@@ -199,7 +167,7 @@ mod tests {
                 vec![("CLOUDSDK_CONFIG", s(&empty_sdk)), ("HOME", s(&home))],
                 None,
             ),
-            (None, vec![("HOME", s(&t.0))], None),
+            (None, vec![("HOME", s(t.path()))], None),
             (None, vec![], None),
         ];
         for (i, (explicit, env, want)) in cases.into_iter().enumerate() {
@@ -208,6 +176,14 @@ mod tests {
             assert_eq!(got, want, "case {i}");
             if got.is_none() {
                 assert_eq!(looked.len(), 3, "case {i}: {looked:?}");
+                assert!(matches!(looked[0], Looked::CredentialsFlag), "case {i}");
+                assert!(
+                    matches!(
+                        looked[2],
+                        Looked::AdcFileAbsent(_) | Looked::NoGcloudConfigDir
+                    ),
+                    "case {i}: {looked:?}"
+                );
             }
         }
     }
@@ -248,7 +224,15 @@ mod tests {
                 ("GCE_METADATA_HOST", host.as_str()),
                 ("HOME", "/nonexistent-home"),
             ]);
-            let err = discover(None, &env).await.unwrap_err().to_string();
+            let err = discover(None, &env).await.unwrap_err();
+            let CredentialError::NotFound { looked } = &err else {
+                panic!("{err:?}");
+            };
+            assert!(
+                matches!(looked.last(), Some(Looked::MetadataServer { host: h, .. }) if *h == host),
+                "{looked:?}"
+            );
+            let err = err.to_string();
             for needle in [
                 "--credentials",
                 "GOOGLE_APPLICATION_CREDENTIALS",

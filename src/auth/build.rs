@@ -8,7 +8,7 @@ use url::Url;
 
 use super::access_token::AccessTokenSource;
 use super::adc::{self, Found};
-use super::error::AuthError;
+use super::error::{Conflict, CredentialError, FieldProblem, NotAKey, Unsupported};
 use super::file::CredFile;
 use super::sources::authorized_user::AuthorizedUser;
 use super::sources::external_account::ExternalAccount;
@@ -39,7 +39,7 @@ pub(crate) async fn source_from_settings(
     opts: &SourceOptions<'_>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, AuthError> {
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
     let chosen = choose_source(opts, env, http).await?;
     tracing::info!(source = %chosen.source.describe(), found_by = chosen.found_by, audience = %opts.audience, "credential source chosen");
     Ok(chosen.source)
@@ -60,7 +60,7 @@ pub(crate) async fn choose_source(
     opts: &SourceOptions<'_>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Chosen, AuthError> {
+) -> Result<Chosen, CredentialError> {
     let found = adc::discover(opts.credentials, env).await?;
     let (found_by, file) = match &found {
         Found::File { origin, path } => (*origin, Some(path.clone())),
@@ -75,13 +75,12 @@ pub(crate) async fn choose_source(
     })
 }
 
-fn not_self_signed(opts: &SourceOptions<'_>, what: &str) -> Result<(), AuthError> {
+fn not_self_signed(opts: &SourceOptions<'_>, credential: NotAKey) -> Result<(), CredentialError> {
     match opts.token_kind {
         TokenKind::IdToken => Ok(()),
-        TokenKind::SelfSignedJwt => Err(AuthError::Conflict(format!(
-            "--token-kind self-signed-jwt needs a service account key file (type service_account), \
-             but the credential is {what}; use --token-kind id-token or a key file"
-        ))),
+        TokenKind::SelfSignedJwt => Err(CredentialError::Conflict(Conflict::NeedsKeyFile {
+            credential,
+        })),
     }
 }
 
@@ -91,7 +90,7 @@ fn impersonate(
     iam: &Url,
     opts: &SourceOptions<'_>,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, AuthError> {
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
     let url = impersonated::generate_id_token_url(iam, &chain.target)?;
     Ok(Arc::new(Impersonated::new(
         base,
@@ -107,15 +106,15 @@ pub(crate) fn build(
     opts: &SourceOptions<'_>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, AuthError> {
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
     let chain = Chain::parse(opts.impersonate);
     match found {
         Found::Gcloud => {
-            not_self_signed(opts, "the gcloud CLI")?;
+            not_self_signed(opts, NotAKey::GcloudCli)?;
             Ok(Arc::new(Gcloud::new(env, opts.audience, chain.as_ref())?))
         }
         Found::Metadata { .. } => {
-            not_self_signed(opts, "the metadata server")?;
+            not_self_signed(opts, NotAKey::MetadataServer)?;
             let metadata = Metadata::new(env, opts.audience, http.clone());
             match chain {
                 Some(chain) => {
@@ -134,29 +133,25 @@ fn from_file(
     chain: Option<Chain>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, AuthError> {
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
     let kind = file.kind()?;
     if kind != "service_account" {
-        not_self_signed(opts, &format!("a {kind} file ({})", file.path.display()))?;
+        let credential = NotAKey::File {
+            kind: kind.clone(),
+            path: file.path.clone(),
+        };
+        not_self_signed(opts, credential)?;
     }
-    match kind {
+    let conflict = |c| Err(CredentialError::Conflict(c));
+    match kind.as_str() {
         "service_account" => {
             let key = ServiceAccount::from_cred_file(file, opts.audience, http.clone())?;
             match (opts.token_kind, chain) {
-                (TokenKind::SelfSignedJwt, Some(_)) => Err(AuthError::Conflict(
-                    "--token-kind self-signed-jwt signs as the key file's own service account; \
-                     it cannot be combined with --impersonate-service-account"
-                        .into(),
-                )),
-                (TokenKind::SelfSignedJwt, None) => {
-                    let upstream = opts.upstream.ok_or_else(|| {
-                        AuthError::Conflict(
-                            "--token-kind self-signed-jwt needs --upstream (the JWT's audience is its URL)"
-                                .into(),
-                        )
-                    })?;
-                    Ok(Arc::new(SelfSigned::new(key, upstream)))
-                }
+                (TokenKind::SelfSignedJwt, Some(_)) => conflict(Conflict::WithImpersonation),
+                (TokenKind::SelfSignedJwt, None) => match opts.upstream {
+                    Some(upstream) => Ok(Arc::new(SelfSigned::new(key, upstream))),
+                    None => conflict(Conflict::WithoutUpstream),
+                },
                 (TokenKind::IdToken, Some(chain)) => {
                     impersonate(Box::new(key), chain, opts.iam_endpoint, opts, http)
                 }
@@ -171,46 +166,18 @@ fn from_file(
             }
         }
         "impersonated_service_account" => {
-            let raw = file.string("service_account_impersonation_url")?;
-            let (email, url) = impersonated::from_access_token_url(raw).ok_or_else(|| {
-                file.problem(
-                    "service_account_impersonation_url",
-                    "must be an https URL ending /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken",
-                )
-            })?;
-            let delegates = file
-                .strings("delegates")?
-                .into_iter()
-                .map(|d| {
-                    d.trim_start_matches("projects/-/serviceAccounts/")
-                        .to_owned()
-                })
-                .collect();
+            // The file's host wins for this file: it may name a regional or private endpoint.
+            let (own, iam) = impersonated::chain_of_file(file)?;
             let source = file.nested("source_credentials")?;
-            let base: Box<dyn AccessTokenSource> = match source
-                .kind()
-                .map_err(|_| file.problem("source_credentials", "has no `type`"))?
-            {
+            let base: Box<dyn AccessTokenSource> = match source.kind()?.as_str() {
                 "authorized_user" => Box::new(AuthorizedUser::from_file(&source, http.clone())?),
                 "service_account" => Box::new(ServiceAccount::from_cred_file(
                     &source,
                     opts.audience,
                     http.clone(),
                 )?),
-                _ => {
-                    return Err(file.problem(
-                        "source_credentials",
-                        "must be of type authorized_user or service_account",
-                    ));
-                }
+                _ => return Err(file.problem("source_credentials", FieldProblem::NotUserOrKey)),
             };
-            let own = Chain {
-                target: email,
-                delegates,
-            };
-            // The file's host wins for this file: it may name a regional or private endpoint.
-            let mut iam = url;
-            iam.set_path("/");
             let chain = match chain {
                 Some(outer) => own.then(outer),
                 None => own,
@@ -223,7 +190,10 @@ fn from_file(
             match (own, chain) {
                 (Some((email, mut url)), outer) => {
                     url.set_path("/");
-                    let own = Chain { target: email, delegates: Vec::new() };
+                    let own = Chain {
+                        target: email,
+                        delegates: Vec::new(),
+                    };
                     let chain = match outer {
                         Some(outer) => own.then(outer),
                         None => own,
@@ -233,17 +203,13 @@ fn from_file(
                 (None, Some(chain)) => {
                     impersonate(Box::new(external), chain, opts.iam_endpoint, opts, http)
                 }
-                (None, None) => Err(AuthError::Unsupported {
+                (None, None) => Err(CredentialError::Unsupported {
                     path: file.path.clone(),
-                    reason: "it has no service_account_impersonation_url, and an ID token needs a \
-                             service account: recreate it with `gcloud iam workload-identity-pools \
-                             create-cred-config … --service-account=SA@PROJECT.iam.gserviceaccount.com`, \
-                             or pass --impersonate-service-account SA"
-                        .into(),
+                    what: Unsupported::NoServiceAccount,
                 }),
             }
         }
-        other => Err(AuthError::UnsupportedType {
+        other => Err(CredentialError::UnsupportedType {
             path: file.path.clone(),
             kind: other.chars().take(64).collect(),
         }),

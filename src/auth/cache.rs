@@ -14,6 +14,7 @@ use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use super::error::FetchError;
 use super::token::{IdToken, TokenSource};
 
 /// When to refresh and how to retry. The defaults suit Google's one-hour tokens and still
@@ -52,19 +53,22 @@ impl Default for RefreshPolicy {
 }
 
 /// Why a request has no token. The text goes to the client as the 503 body, so it holds
-/// nothing secret (source errors never carry tokens).
+/// nothing secret (fetch errors never carry tokens); the fetch error itself is kept, shared,
+/// so the 503 can name its kind.
 #[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum NoToken {
-    #[error("fetching an ID token from {source_name} failed: {reason}")]
+    /// The fetch this request waited for failed.
+    #[error("fetching an ID token from {source_name} failed: {error}")]
     FetchFailed {
         source_name: Arc<str>,
-        reason: Arc<str>,
+        error: Arc<FetchError>,
     },
+    /// No fetch ended within the wait; the last one to fail, if any, says why.
     #[error("no ID token from {source_name} within {waited:?}{}", last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     TimedOut {
         source_name: Arc<str>,
         waited: Duration,
-        last_error: Option<Arc<str>>,
+        last_error: Option<Arc<FetchError>>,
     },
     #[error("the token refresher has stopped")]
     Stopped,
@@ -79,7 +83,7 @@ struct Cached {
 #[derive(Clone, Default)]
 struct State {
     cached: Option<Cached>,
-    last_error: Option<Arc<str>>,
+    last_error: Option<Arc<FetchError>>,
     /// Counts finished fetch attempts, so a waiter can tell a new failure from an old one.
     attempts: u64,
     /// Counts successful fetches: the serial number of the cached token.
@@ -207,10 +211,10 @@ impl TokenCache {
                         }
                     }
                     if state.attempts > seen_attempts {
-                        if let Some(reason) = &state.last_error {
+                        if let Some(error) = &state.last_error {
                             return Err(NoToken::FetchFailed {
                                 source_name: self.source_name.clone(),
-                                reason: reason.clone(),
+                                error: error.clone(),
                             });
                         }
                     }
@@ -293,9 +297,9 @@ async fn refresh_loop(
                     holding_valid_token = holding,
                     "ID token fetch failed"
                 );
-                let reason: Arc<str> = err.to_string().into();
+                let error = Arc::new(err);
                 tx.send_modify(|s| {
-                    s.last_error = Some(reason);
+                    s.last_error = Some(error);
                     s.attempts += 1;
                 });
                 delay

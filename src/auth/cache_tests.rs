@@ -1,6 +1,6 @@
 //! Token cache behaviour under paused time, with a scripted source.
 use super::*;
-use crate::auth::AuthError;
+use crate::auth::FetchError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
@@ -27,19 +27,19 @@ impl TokenSource for Scripted {
     fn describe(&self) -> String {
         "scripted".into()
     }
-    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, FetchError>> {
         Box::pin(async move {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
             if *self.fail.lock().unwrap() {
-                return Err(AuthError::Rejected {
+                return Err(FetchError::Rejected {
                     endpoint: "test".into(),
                     status: 500,
                     detail: "boom".into(),
                 });
             }
             // Under paused time the wall clock stands still, so exp is taken from it too.
-            IdToken::from_jwt(&jwt_expiring_in(self.lifetime))
+            Ok(IdToken::from_jwt(&jwt_expiring_in(self.lifetime))?)
         })
     }
 }
@@ -108,6 +108,11 @@ async fn failure_is_reported_and_recovers() {
     );
     let err = cache.get().await.unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
+    // The fetch's own error, typed, for the 503's code.
+    assert!(
+        matches!(&err, NoToken::FetchFailed { error, .. } if matches!(**error, FetchError::Rejected { status: 500, .. })),
+        "{err:?}"
+    );
     *source.fail.lock().unwrap() = false;
     let token = cache.get().await.unwrap();
     assert!(token.expires_at() > SystemTime::now());

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::error::AuthError;
+use super::error::BadToken;
 
 /// Some issuers pad their segments although RFC 7515 says not to; accept both.
 const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -35,26 +35,23 @@ pub(crate) struct Claims {
 /// Decodes the payload of `jwt` without checking its signature.
 ///
 /// Error reasons describe the shape problem only: they never quote the token or its payload.
-pub(crate) fn unverified_claims(jwt: &str) -> Result<Claims, AuthError> {
-    let bad = |reason: &str| AuthError::BadToken(reason.to_owned());
+pub(crate) fn unverified_claims(jwt: &str) -> Result<Claims, BadToken> {
     let segments: Vec<&str> = jwt.trim().split('.').collect();
     if segments.len() != 3 {
-        return Err(AuthError::BadToken(format!(
-            "it is not a JWT (expected 3 dot-separated segments, found {})",
-            segments.len()
-        )));
+        return Err(BadToken::NotAJwt {
+            segments: segments.len(),
+        });
     }
     let payload = URL_SAFE_LENIENT
         .decode(segments[1])
-        .map_err(|_| bad("its payload is not base64url"))?;
-    let payload: Value =
-        serde_json::from_slice(&payload).map_err(|_| bad("its payload is not JSON"))?;
+        .map_err(|_| BadToken::PayloadNotBase64)?;
+    let payload: Value = serde_json::from_slice(&payload).map_err(|_| BadToken::PayloadNotJson)?;
     let Value::Object(map) = payload else {
-        return Err(bad("its payload is not a JSON object"));
+        return Err(BadToken::PayloadNotAnObject);
     };
     let exp = match map.get("exp") {
-        None => return Err(bad("it has no `exp` claim")),
-        Some(v) => seconds(v).ok_or_else(|| bad("its `exp` claim is not a non-negative number"))?,
+        None => return Err(BadToken::NoExp),
+        Some(v) => seconds(v).ok_or(BadToken::BadExp)?,
     };
     let aud = match map.get("aud") {
         Some(Value::String(s)) => Some(s.clone()),
@@ -82,11 +79,12 @@ fn seconds(v: &Value) -> Option<u64> {
 
 /// Fails unless the token's `aud` (when it has one) is `expected`: a token minted for the
 /// wrong audience would only earn a 401 from IAP later, with a less helpful message.
-pub(crate) fn check_audience(claims: &Claims, expected: &str) -> Result<(), AuthError> {
+pub(crate) fn check_audience(claims: &Claims, expected: &str) -> Result<(), BadToken> {
     match &claims.aud {
-        Some(got) if got != expected => Err(AuthError::BadToken(format!(
-            "it was issued for audience `{got}`, but `{expected}` was requested"
-        ))),
+        Some(got) if got != expected => Err(BadToken::WrongAudience {
+            got: got.clone(),
+            expected: expected.to_owned(),
+        }),
         _ => Ok(()),
     }
 }
@@ -160,13 +158,6 @@ mod tests {
         )
     }
 
-    fn reason(err: AuthError) -> String {
-        match err {
-            AuthError::BadToken(r) => r,
-            other => panic!("unexpected error {other:?}"),
-        }
-    }
-
     #[test]
     fn reads_claims() {
         let jwt = jwt_with(
@@ -212,7 +203,7 @@ mod tests {
             (jwt_with(r#"{"exp":-5}"#), "not a non-negative number"),
         ];
         for (jwt, expected) in cases {
-            let r = reason(unverified_claims(&jwt).unwrap_err());
+            let r = unverified_claims(&jwt).unwrap_err().to_string();
             assert!(r.contains(expected), "{r}");
             assert!(!r.contains(secretish), "{r}");
         }
@@ -229,7 +220,11 @@ mod tests {
         };
         assert!(check_audience(&claims(Some("a")), "a").is_ok());
         assert!(check_audience(&claims(None), "a").is_ok());
-        let r = reason(check_audience(&claims(Some("b")), "a").unwrap_err());
+        let err = check_audience(&claims(Some("b")), "a").unwrap_err();
+        assert!(
+            matches!(&err, BadToken::WrongAudience { got, expected } if got == "b" && expected == "a")
+        );
+        let r = err.to_string();
         assert!(r.contains("`b`") && r.contains("`a`"), "{r}");
     }
 

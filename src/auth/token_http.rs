@@ -1,5 +1,7 @@
 //! A small HTTP client for Google's token endpoints: bounded in time and in answer size,
-//! and careful that request bodies (which carry assertions) never reach an error.
+//! careful that request bodies (which carry assertions) never reach an error, and ending
+//! every call the same way: a non-2xx answer is [`FetchError::Rejected`] with Google's
+//! explanation, a 2xx one is read as the typed answer the caller asked for.
 
 use std::fmt;
 use std::time::Duration;
@@ -11,24 +13,45 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-
-use crate::outbound::egress::{Egress, EgressConnector};
+use serde::de::DeserializeOwned;
 use url::Url;
 
+use super::error::{BadToken, EndpointError, FetchError};
+use super::redact::{DETAIL_CHARS, endpoint_name, scrub};
 use crate::config::is_loopback_host;
-
-use super::error::AuthError;
+use crate::outbound::egress::{Egress, EgressConnector};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token answers are a few KiB; anything far larger is not a token endpoint.
 const MAX_BODY: usize = 1024 * 1024;
-const MAX_DETAIL_CHARS: usize = 200;
 
 /// A status and a fully read (size-capped) body.
 #[derive(Debug, Clone)]
 pub(crate) struct Response {
     pub(crate) status: StatusCode,
     pub(crate) body: Bytes,
+}
+
+impl Response {
+    /// The body of a 2xx answer from `url`; any other is [`FetchError::Rejected`].
+    pub(crate) fn success(self, url: &Url) -> Result<Bytes, FetchError> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            Err(rejected(url, &self))
+        }
+    }
+
+    /// The body of a 2xx answer from `url`, read as `T`. Answers' types read a field of an
+    /// unexpected type as absent, so only a body that is no JSON object fails here.
+    pub(crate) fn json<T: DeserializeOwned>(self, url: &Url) -> Result<T, FetchError> {
+        let body = self.success(url)?;
+        serde_json::from_slice(&body).map_err(|_| {
+            FetchError::BadToken(BadToken::AnswerNotJson {
+                endpoint: endpoint_name(url),
+            })
+        })
+    }
 }
 
 /// HTTP client for token endpoints. Cheap to clone: clones share the connection pool.
@@ -74,12 +97,30 @@ impl TokenHttp {
         self
     }
 
+    /// POSTs `form` as `application/x-www-form-urlencoded` and reads the answer as `T`.
+    pub(crate) async fn post_form_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+    ) -> Result<T, FetchError> {
+        self.post_form(url, form).await?.json(url)
+    }
+
+    /// GETs `url` and reads the answer as `T`.
+    pub(crate) async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<T, FetchError> {
+        self.get(url, headers).await?.json(url)
+    }
+
     /// POSTs `form` as `application/x-www-form-urlencoded`.
     pub(crate) async fn post_form(
         &self,
         url: &Url,
         form: &[(&str, &str)],
-    ) -> Result<Response, AuthError> {
+    ) -> Result<Response, FetchError> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -89,18 +130,16 @@ impl TokenHttp {
             .await
     }
 
-    /// POSTs `body` as JSON with `Authorization: Bearer <bearer>` (marked sensitive).
+    /// POSTs `body` as JSON with `Authorization: Bearer <bearer>` (marked sensitive). The
+    /// answer is left whole: the caller reads some statuses itself.
     pub(crate) async fn post_json_bearer(
         &self,
         url: &Url,
         bearer: &str,
         body: &serde_json::Value,
-    ) -> Result<Response, AuthError> {
-        let mut auth = HeaderValue::try_from(format!("Bearer {bearer}")).map_err(|_| {
-            AuthError::BadToken(
-                "the access token contains characters not allowed in a header".into(),
-            )
-        })?;
+    ) -> Result<Response, FetchError> {
+        let mut auth = HeaderValue::try_from(format!("Bearer {bearer}"))
+            .map_err(|_| BadToken::AccessTokenNotHeaderSafe)?;
         auth.set_sensitive(true);
         let headers = [
             (header::AUTHORIZATION, auth),
@@ -117,7 +156,7 @@ impl TokenHttp {
         &self,
         url: &Url,
         headers: &[(HeaderName, HeaderValue)],
-    ) -> Result<Response, AuthError> {
+    ) -> Result<Response, FetchError> {
         self.send(Method::GET, url, headers, Bytes::new()).await
     }
 
@@ -127,7 +166,7 @@ impl TokenHttp {
         url: &Url,
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
-    ) -> Result<Response, AuthError> {
+    ) -> Result<Response, FetchError> {
         let endpoint = endpoint_name(url);
         let mut request = Request::builder().method(method).uri(url.as_str());
         for (name, value) in headers {
@@ -146,17 +185,17 @@ impl TokenHttp {
                     status,
                     body: body.to_bytes(),
                 }),
-                Err(e) if e.is::<LengthLimitError>() => Err(AuthError::Rejected {
+                Err(e) if e.is::<LengthLimitError>() => Err(FetchError::TooLarge {
                     endpoint: endpoint.clone(),
                     status: status.as_u16(),
-                    detail: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
+                    limit_kib: MAX_BODY / 1024,
                 }),
                 Err(e) => Err(unreachable(&endpoint, e.as_ref())),
             }
         };
         let seconds = self.timeout.as_secs().max(1);
         let answer = tokio::time::timeout(self.timeout, exchange).await;
-        answer.map_err(|_| AuthError::Timeout {
+        answer.map_err(|_| FetchError::Timeout {
             endpoint: endpoint.clone(),
             seconds,
         })?
@@ -165,55 +204,45 @@ impl TokenHttp {
 
 /// Parses a token endpoint URL and insists on https, except on loopback where test fakes
 /// and local emulators live and nothing crosses the network.
-pub(crate) fn check_endpoint(url: &str) -> Result<Url, AuthError> {
+pub(crate) fn check_endpoint(url: &str) -> Result<Url, EndpointError> {
     let url = url.trim();
-    let parsed = Url::parse(url).map_err(|e| AuthError::BadEndpoint {
+    let parsed = Url::parse(url).map_err(|reason| EndpointError::Invalid {
         url: url.to_owned(),
-        reason: e.to_string(),
+        reason,
     })?;
     let loopback = parsed.host().is_some_and(is_loopback_host);
     match parsed.scheme() {
         "https" if parsed.has_host() => Ok(parsed),
         "http" if loopback => Ok(parsed),
-        _ => Err(AuthError::InsecureEndpoint {
+        _ => Err(EndpointError::Insecure {
             url: endpoint_name(&parsed),
         }),
     }
 }
 
-/// The URL as shown in messages: without user-info or query, which are the only places
-/// a URL could smuggle a credential.
-pub(crate) fn endpoint_name(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
-}
-
 /// Names the endpoint and the whole error chain, so "connection refused" is not lost
 /// behind hyper's generic "client error (Connect)".
-fn unreachable(endpoint: &str, err: &(dyn std::error::Error + 'static)) -> AuthError {
+fn unreachable(endpoint: &str, err: &(dyn std::error::Error + 'static)) -> FetchError {
     let reason = crate::outbound::chain(err);
-    AuthError::Unreachable {
+    FetchError::Unreachable {
         endpoint: endpoint.to_owned(),
         reason,
     }
 }
 
-/// Turns a non-2xx answer into [`AuthError::Rejected`], quoting Google's explanation:
+/// Turns a non-2xx answer into [`FetchError::Rejected`], quoting Google's explanation:
 /// OAuth `error`/`error_description`, the JSON API's `error.message`, or the start of a
 /// text body. Anything shaped like a token or key is blanked out first.
-pub(crate) fn rejected(url: &Url, response: &Response) -> AuthError {
-    AuthError::Rejected {
+pub(crate) fn rejected(url: &Url, response: &Response) -> FetchError {
+    FetchError::Rejected {
         endpoint: endpoint_name(url),
         status: response.status.as_u16(),
         detail: detail(&response.body),
     }
 }
 
-fn detail(body: &[u8]) -> String {
+/// Google's explanation in a refusal's `body`, scrubbed and capped.
+pub(crate) fn detail(body: &[u8]) -> String {
     let from_json = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| match v.get("error")? {
@@ -227,7 +256,7 @@ fn detail(body: &[u8]) -> String {
             _ => None,
         });
     let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
-    let text: String = scrub(&text).chars().take(MAX_DETAIL_CHARS).collect();
+    let text: String = scrub(&text).chars().take(DETAIL_CHARS).collect();
     if text.is_empty() {
         "(empty answer)".to_owned()
     } else {
@@ -235,95 +264,10 @@ fn detail(body: &[u8]) -> String {
     }
 }
 
-/// [`scrub`] for other error texts (e.g. a helper program's stderr), capped in length.
-pub(crate) fn scrub_text(text: &str) -> String {
-    scrub(text).chars().take(4 * MAX_DETAIL_CHARS).collect()
-}
-
-/// Blanks out what could be a credential: JWTs (`eyJ…`), OAuth access (`ya29.`) and refresh
-/// (`1//`) tokens, and long dot-free base64 runs such as key material. Client IDs and
-/// emails contain dots or `@` and survive, because they make errors actionable.
-fn scrub(text: &str) -> String {
-    if text.contains("PRIVATE KEY") {
-        return "(answer withheld: it contains key material)".to_owned();
-    }
-    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "-_.+/=~".contains(c);
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(is_token_char) {
-        out.push_str(&rest[..start]);
-        let run = &rest[start..];
-        let end = run.find(|c: char| !is_token_char(c)).unwrap_or(run.len());
-        let word = &run[..end];
-        let secret_prefix = ["eyJ", "ya29.", "1//"].iter().any(|p| word.starts_with(p));
-        let long_opaque = word.len() >= 40 && !word.contains('.');
-        if (secret_prefix && word.len() >= 16) || long_opaque {
-            out.push_str("<redacted>");
-        } else {
-            out.push_str(word);
-        }
-        rest = &run[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A throwaway HTTP server on 127.0.0.1 for the token sources' unit tests.
-#[cfg(test)]
-pub(crate) mod test_server {
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-    use http::Request;
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::TokioIo;
-
-    /// Serves every connection with `handler` until the test's runtime ends.
-    pub(crate) async fn serve<F>(handler: F) -> SocketAddr
-    where
-        F: Fn(Request<Bytes>) -> http::Response<String> + Send + Sync + 'static,
-    {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handler = Arc::new(handler);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let handler = handler.clone();
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let handler = handler.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await?.to_bytes();
-                            let answer = handler(Request::from_parts(parts, body));
-                            Ok::<_, hyper::Error>(answer.map(|b| Full::new(Bytes::from(b))))
-                        }
-                    });
-                let conn = hyper::server::conn::http1::Builder::new();
-                tokio::spawn(
-                    async move { conn.serve_connection(TokioIo::new(stream), service).await },
-                );
-            }
-        });
-        addr
-    }
-
-    /// A client for plain-http fakes: no roots needed.
-    pub(crate) fn client() -> super::TokenHttp {
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        super::TokenHttp::with_egress(tls, &crate::outbound::egress::Egress::direct())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::test_server;
 
     #[test]
     fn endpoint_rules() {
@@ -336,7 +280,7 @@ mod tests {
             assert!(insecure.unwrap_err().contains("must use https"), "{url}");
         }
         let err = check_endpoint("not a url").unwrap_err();
-        assert!(matches!(err, AuthError::BadEndpoint { .. }), "{err:?}");
+        assert!(matches!(err, EndpointError::Invalid { .. }), "{err:?}");
         let err = check_endpoint("http://user:pw@example.com/t?x=1").unwrap_err();
         assert!(!err.to_string().contains("pw"), "{err}");
     }
@@ -350,7 +294,7 @@ mod tests {
         assert_eq!(detail(api), "Permission denied");
         assert_eq!(detail(b"  Not Found\n"), "Not Found");
         assert_eq!(detail(b""), "(empty answer)");
-        assert_eq!(detail("ab ".repeat(200).as_bytes()).len(), MAX_DETAIL_CHARS);
+        assert_eq!(detail("ab ".repeat(200).as_bytes()).len(), DETAIL_CHARS);
 
         let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.c2lnbmF0dXJlc2lnbmF0dXJl";
         let body = format!("bad assertion {jwt}, ya29.a0AfH6SMBxyz123 and 1//0gLongRefresh");
@@ -384,7 +328,45 @@ mod tests {
         assert_eq!(answer.body, expected);
         let big = Url::parse(&format!("http://{addr}/big")).unwrap();
         let err = http.post_form(&big, &[]).await.unwrap_err();
+        assert!(matches!(err, FetchError::TooLarge { status: 200, .. }));
         assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn typed_answers_end_every_call_the_same_way() {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: Option<String>,
+        }
+        let addr = test_server::serve(|req| match req.uri().path() {
+            "/ok" => http::Response::new(r#"{"token":"t","other":1}"#.into()),
+            "/text" => http::Response::new("ya29.secret-looking answer".into()),
+            _ => http::Response::builder()
+                .status(400)
+                .body(r#"{"error":"invalid_grant"}"#.into())
+                .unwrap(),
+        })
+        .await;
+        let http = test_server::client();
+        let url = |path: &str| Url::parse(&format!("http://{addr}{path}?key=k")).unwrap();
+        let ok: Answer = http.get_json(&url("/ok"), &[]).await.unwrap();
+        assert_eq!(ok.token.as_deref(), Some("t"));
+        let err = http.post_form_json::<Answer>(&url("/no"), &[]).await.err();
+        assert!(matches!(
+            err,
+            Some(FetchError::Rejected { status: 400, .. })
+        ));
+        let err = http
+            .get_json::<Answer>(&url("/text"), &[])
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(
+            err,
+            FetchError::BadToken(BadToken::AnswerNotJson { .. })
+        ));
+        let text = err.to_string();
+        assert!(text.contains("/text") && !text.contains("ya29") && !text.contains("key=k"));
     }
 
     #[tokio::test]
@@ -393,10 +375,10 @@ mod tests {
         let url = Url::parse(&format!("http://{}/", silent.local_addr().unwrap())).unwrap();
         let http = test_server::client().with_timeout(Duration::from_millis(200));
         let err = http.get(&url, &[]).await.unwrap_err();
-        assert!(matches!(err, AuthError::Timeout { .. }), "{err:?}");
+        assert!(matches!(err, FetchError::Timeout { .. }), "{err:?}");
         drop(silent);
         let err = http.get(&url, &[]).await.unwrap_err();
-        assert!(matches!(err, AuthError::Unreachable { .. }), "{err:?}");
+        assert!(matches!(err, FetchError::Unreachable { .. }), "{err:?}");
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 }

@@ -5,7 +5,9 @@ use url::Url;
 
 use super::probe::{Answer, Reach};
 use super::report::{Diagnosis, Step};
-use crate::auth::AuthError;
+use crate::auth::error::{
+    BadToken, CredentialError, FetchError, NOT_FOUND_FIXES, not_found_summary,
+};
 use crate::auth::jwt::Claims;
 use crate::iap::{self, Discovered};
 
@@ -57,18 +59,13 @@ pub(super) fn audience_fix(iap: &str, user_login: bool) -> String {
 }
 
 /// A credential that could not be found or built.
-pub(super) fn credentials_error(err: &AuthError) -> Step {
+pub(super) fn credentials_error(err: &CredentialError) -> Step {
     const NAME: &str = "credentials";
     match err {
-        AuthError::NotFound { .. } => {
-            let text = err.to_string();
-            let step = match text.split_once("\nFix it with one of:\n") {
-                Some((found, fix)) => Step::fail(NAME, found).fix(format!("one of:\n{fix}")),
-                None => Step::fail(NAME, text),
-            };
-            step.diagnosis(Diagnosis::NoCredentials)
-        }
-        AuthError::UserAudience {
+        CredentialError::NotFound { looked } => Step::fail(NAME, not_found_summary(looked))
+            .fix(format!("one of:\n{NOT_FOUND_FIXES}"))
+            .diagnosis(Diagnosis::NoCredentials),
+        CredentialError::UserAudience {
             path,
             client_id,
             audience,
@@ -83,19 +80,16 @@ pub(super) fn credentials_error(err: &AuthError) -> Step {
         )
         .fix(audience_fix(audience, true).replace("CLIENT_ID", client_id))
         .diagnosis(Diagnosis::UserClientNotAllowlisted),
-        other => token_error_named(NAME, other),
+        other => Step::fail(NAME, other.to_string()),
     }
 }
 
 /// A token that could not be had from a built source.
-pub(super) fn token_error(err: &AuthError) -> Step {
-    token_error_named("token", err)
-}
-
-fn token_error_named(name: &'static str, err: &AuthError) -> Step {
+pub(super) fn token_error(err: &FetchError) -> Step {
+    const NAME: &str = "token";
     match err {
-        AuthError::ImpersonationDenied { caller, target, .. } => Step::fail(
-            name,
+        FetchError::ImpersonationDenied { caller, target, .. } => Step::fail(
+            NAME,
             format!(
                 "impersonation denied: {caller} may not mint ID tokens as {target}; it needs\n\
                  roles/iam.serviceAccountOpenIdTokenCreator (or roles/iam.serviceAccountTokenCreator) on {target}\n\
@@ -108,8 +102,8 @@ fn token_error_named(name: &'static str, err: &AuthError) -> Step {
              (MEMBER: user:YOU@EXAMPLE.COM for your login, serviceAccount:SA_EMAIL for a key, principal://… for a federated identity)"
         ))
         .diagnosis(Diagnosis::ImpersonationDenied),
-        AuthError::BadToken(reason) if reason.contains("not a JWT") => Step::fail(
-            name,
+        FetchError::BadToken(reason @ BadToken::NotAJwt { .. }) => Step::fail(
+            NAME,
             format!(
                 "the credential returned something that is not an ID token ({reason}); that is what an\n\
                  OAuth access token (ya29.…) looks like. IAP accepts only a Google-signed ID token (a JWT)"
@@ -121,7 +115,7 @@ fn token_error_named(name: &'static str, err: &AuthError) -> Step {
              with --credentials gcloud, gcloud must print an ID token: `gcloud auth print-identity-token --audiences=AUDIENCE`",
         )
         .diagnosis(Diagnosis::AccessToken),
-        other => Step::fail(name, other.to_string()),
+        other => Step::fail(NAME, other.to_string()),
     }
 }
 
@@ -348,16 +342,41 @@ mod tests {
 
     #[test]
     fn not_found_splits_the_fixes_out() {
-        let err = AuthError::NotFound {
-            looked: "  - --credentials: not given".into(),
+        use crate::auth::error::Looked;
+        let err = CredentialError::NotFound {
+            looked: vec![Looked::CredentialsFlag],
         };
         let s = credentials_error(&err);
+        assert_eq!(s.diagnosis, Some(Diagnosis::NoCredentials));
         assert!(s.detail.contains("Looked at") && s.detail.contains("--credentials"));
         assert!(!s.detail.contains("Fix it"));
+        let fix = s.fix.unwrap();
         assert!(
-            s.fix
-                .unwrap()
-                .contains("gcloud auth application-default login")
+            fix.contains("gcloud auth application-default login"),
+            "{fix}"
         );
+        // Together they say what the error itself says.
+        let whole = err.to_string();
+        assert_eq!(whole, format!("{}\nFix it with {fix}", s.detail));
+    }
+
+    #[test]
+    fn token_diagnoses_match_on_variants() {
+        let not_jwt = FetchError::BadToken(BadToken::NotAJwt { segments: 2 });
+        let s = token_error(&not_jwt);
+        assert_eq!(s.diagnosis, Some(Diagnosis::AccessToken));
+        assert!(s.detail.contains("found 2"), "{}", s.detail);
+        // Another unusable token is not taken for an access token.
+        let other = FetchError::BadToken(BadToken::NoExp);
+        assert_eq!(token_error(&other).diagnosis, None);
+        let denied = FetchError::ImpersonationDenied {
+            caller: "c".into(),
+            target: "t@p".into(),
+            delegates: vec!["d@p".into()],
+            detail: "denied".into(),
+        };
+        let s = token_error(&denied);
+        assert_eq!(s.diagnosis, Some(Diagnosis::ImpersonationDenied));
+        assert!(s.fix.unwrap().contains("add-iam-policy-binding t@p"));
     }
 }

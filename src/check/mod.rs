@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use report::{CheckReport, Diagnosis, Outcome, REQUEST, Step};
 
-use crate::auth::{self, TokenHttp, jwt};
+use crate::auth::{self, TokenHttp};
 use crate::config::{Env, ProcessSettings, RouteSettings, TokenKind};
 use crate::iap::Discovered;
 use crate::outbound::clients::Clients;
@@ -105,18 +105,12 @@ pub async fn check(route: &RouteSettings, process: &ProcessSettings, env: &Env) 
             return report;
         }
     };
-    let claims = match jwt::unverified_claims(token.expose()) {
-        Ok(c) => c,
-        Err(err) => {
-            report.steps.push(diagnose::token_error(&err));
-            return report;
-        }
-    };
+    let claims = token.claims();
     let user_login = route.impersonate_service_account.is_empty()
         && chosen.file.as_deref().is_some_and(is_user_file);
     let self_signed = route.token_kind == TokenKind::SelfSignedJwt;
     report.steps.push(diagnose::token_claims(
-        &claims,
+        claims,
         iap_audience,
         self_signed,
         user_login,
@@ -132,7 +126,7 @@ pub async fn check(route: &RouteSettings, process: &ProcessSettings, env: &Env) 
         )
         .await;
         let sent = request::Sent {
-            claims: &claims,
+            claims,
             iap_audience: if self_signed { None } else { iap_audience },
             user_login,
             header: route.header,

@@ -7,6 +7,7 @@
 
 mod cli;
 mod env;
+mod gce;
 mod hosts;
 mod layers;
 mod read;

@@ -92,15 +92,9 @@ impl Egress {
             .iter()
             .map(|h| (h.to_string(), None))
             .collect();
-        if let Some(value) = env.get("GCE_METADATA_HOST") {
-            let value = value.trim();
-            let host = strip_port(value);
-            let port = value
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .filter(|_| host != value);
-            direct.push((host, port));
-        }
+        // Read as discovery and the metadata source read it, so all three mean one server.
+        let metadata = env.metadata_host();
+        direct.push((metadata.host().to_owned(), metadata.port()));
         tracing::info!(proxy = %shown, no_proxy = %no, "https connections go through a proxy");
         let matcher = Matcher::builder().https(normalized).no(no).build();
         Ok(Egress {

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::body::ResBody;
 use super::client_secret::SECRET_HEADER;
+use crate::auth::FetchError;
 use crate::auth::cache::NoToken;
 pub(crate) use crate::ops::metrics::ERROR_HEADER;
 
@@ -110,7 +111,7 @@ impl ProxyError {
                 Refused::TransferCoding { .. } => "unsupported-transfer-coding",
                 Refused::Upgrade { .. } => "upgrade-not-allowed",
             },
-            ProxyError::NoToken(_) => "no-token",
+            ProxyError::NoToken(no) => no_token_code(no),
             ProxyError::UpstreamConnect { .. } => "upstream-connect",
             ProxyError::UpstreamFailed { .. } => "upstream-failed",
             ProxyError::UpstreamTimeout { .. } => "upstream-timeout",
@@ -149,6 +150,36 @@ impl ProxyError {
     }
 }
 
+/// The 503's code when there is no token: what kind of failure, so a client can tell a
+/// refusal (fix the credential or its roles) from an outage (retry later).
+fn no_token_code(no: &NoToken) -> &'static str {
+    match no {
+        NoToken::FetchFailed { error, .. } => fetch_failure_code(error),
+        // No fetch ended in time (or the refresher is gone): nothing more specific is known.
+        NoToken::TimedOut { .. } | NoToken::Stopped => "no-token",
+    }
+}
+
+fn fetch_failure_code(err: &FetchError) -> &'static str {
+    match err {
+        // Google (or the subject-token URL) refused the credential: retrying will not help.
+        FetchError::Rejected {
+            status: 400..=499, ..
+        }
+        | FetchError::ImpersonationDenied { .. } => "token-denied",
+        FetchError::Unreachable { .. }
+        | FetchError::Timeout { .. }
+        | FetchError::MetadataHost { .. } => "token-endpoint-unreachable",
+        FetchError::Rejected { .. } | FetchError::TooLarge { .. } | FetchError::BadToken(_) => {
+            "token-endpoint-failed"
+        }
+        // Nothing answered badly: a local helper or the key itself failed.
+        FetchError::Subject { .. } | FetchError::Gcloud(_) | FetchError::Sign { .. } => {
+            "credential-failed"
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +199,76 @@ mod tests {
                 .unwrap()
                 .starts_with("text/plain")
         );
+    }
+
+    #[test]
+    fn no_token_answers_name_the_kind_of_failure() {
+        use crate::auth::error::{BadToken, ProcessError};
+        use std::sync::Arc;
+        let failed = |error| {
+            ProxyError::NoToken(NoToken::FetchFailed {
+                source_name: "src".into(),
+                error: Arc::new(error),
+            })
+        };
+        let rejected = |status| FetchError::Rejected {
+            endpoint: "https://oauth2.googleapis.com/token".into(),
+            status,
+            detail: "d".into(),
+        };
+        let cases = [
+            (failed(rejected(400)), "token-denied"),
+            (failed(rejected(403)), "token-denied"),
+            (
+                failed(FetchError::ImpersonationDenied {
+                    caller: "c".into(),
+                    target: "t".into(),
+                    delegates: Vec::new(),
+                    detail: "d".into(),
+                }),
+                "token-denied",
+            ),
+            (failed(rejected(500)), "token-endpoint-failed"),
+            (
+                failed(FetchError::BadToken(BadToken::NotAJwt { segments: 1 })),
+                "token-endpoint-failed",
+            ),
+            (
+                failed(FetchError::Unreachable {
+                    endpoint: "e".into(),
+                    reason: "refused".into(),
+                }),
+                "token-endpoint-unreachable",
+            ),
+            (
+                failed(FetchError::Timeout {
+                    endpoint: "e".into(),
+                    seconds: 10,
+                }),
+                "token-endpoint-unreachable",
+            ),
+            (
+                failed(FetchError::Gcloud(ProcessError::TimedOut {
+                    what: "gcloud".into(),
+                    timeout: Duration::from_secs(60),
+                })),
+                "credential-failed",
+            ),
+            (
+                ProxyError::NoToken(NoToken::TimedOut {
+                    source_name: "src".into(),
+                    waited: Duration::from_secs(10),
+                    last_error: Some(Arc::new(rejected(500))),
+                }),
+                "no-token",
+            ),
+            (ProxyError::NoToken(NoToken::Stopped), "no-token"),
+        ];
+        for (err, code) in cases {
+            let body = err.to_string();
+            let res = err.into_response();
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(res.headers()[ERROR_HEADER], code, "{body}");
+        }
     }
 }

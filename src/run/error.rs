@@ -1,6 +1,6 @@
 //! Why the proxy could not start: each part's own error, kept whole.
 
-use crate::auth::AuthError;
+use crate::auth::{CredentialError, FetchError};
 use crate::iap::discovery::DiscoveryError;
 use crate::outbound::egress::EgressError;
 use crate::outbound::tls::TlsError;
@@ -12,8 +12,12 @@ use crate::proxy::forward::UpstreamTarget;
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The credential cannot be found, read or used as the settings ask.
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Auth(#[from] CredentialError),
+    /// `iap-proxy token`: the one fetch failed.
+    #[error(transparent)]
+    Token(#[from] FetchError),
     #[error(transparent)]
     UpstreamTarget(#[from] UpstreamTarget),
     #[error("cannot read the listener's address: {0}")]

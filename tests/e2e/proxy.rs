@@ -142,7 +142,7 @@ async fn failing_token_endpoint_gives_503_and_never_forwards_then_recovers() {
     for _ in 0..3 {
         let r = get(&http, &proxy.url("/echo")).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.header("x-iap-proxy-error"), Some("no-token"));
+        assert_eq!(r.header("x-iap-proxy-error"), Some("token-endpoint-failed"));
         assert!(r.text().contains("500"), "reason missing: {}", r.text());
     }
     assert_eq!(

@@ -2,44 +2,67 @@
 //! a URL or an executable is exchanged at STS for a federated access token, which then
 //! impersonates the file's service account (an ID token needs a service account).
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue};
-use serde_json::Value;
+use serde::Deserialize;
 use url::Url;
 
-use super::executable::parse_executable_response;
+use super::executable::{Asked, Executable};
 use super::impersonated;
+use super::subject::{Format, Subject};
 use crate::auth::access_token::{AccessToken, AccessTokenSource, CLOUD_PLATFORM};
-use crate::auth::error::AuthError;
+use crate::auth::answer::TokenAnswer;
+use crate::auth::error::{CredentialError, FetchError, FieldProblem, Unsupported};
 use crate::auth::file::CredFile;
-use crate::auth::token::Secret;
-use crate::auth::token_http::{self, TokenHttp};
+use crate::auth::redact::endpoint_name;
+use crate::auth::token_http::TokenHttp;
 use crate::config::Env;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const DEFAULT_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
 pub(crate) const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
 /// Google's libraries default to 30 s and accept 5 s to 120 s.
-const DEFAULT_EXEC_TIMEOUT_MS: u64 = 30_000;
+const DEFAULT_EXEC_TIMEOUT_MS: f64 = 30_000.0;
+const EXEC_TIMEOUT_MS: std::ops::RangeInclusive<f64> = 5_000.0..=120_000.0;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Format {
-    Text,
-    Json(String),
+/// The fields of an `external_account` file that the proxy uses.
+#[derive(Deserialize)]
+struct ExternalFile {
+    audience: Option<String>,
+    subject_token_type: Option<String>,
+    token_url: Option<String>,
+    service_account_impersonation_url: Option<String>,
+    credential_source: Option<CredentialSource>,
 }
 
-/// No `Debug`: a URL source's headers may carry a credential.
-enum Subject {
-    File(PathBuf, Format),
-    Url(Url, Vec<(HeaderName, HeaderValue)>, Format),
-    Executable {
-        command: String,
-        timeout: Duration,
-        output_file: Option<PathBuf>,
-    },
+#[derive(Deserialize)]
+struct CredentialSource {
+    environment_id: Option<String>,
+    file: Option<String>,
+    url: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    executable: Option<ExecutableSource>,
+    format: Option<FormatField>,
+}
+
+#[derive(Deserialize)]
+struct FormatField {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    subject_token_field_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ExecutableSource {
+    command: Option<String>,
+    /// A number, not `u64`, so that `-5` or `1.5` is "out of range", not a type error.
+    timeout_millis: Option<f64>,
+    output_file: Option<String>,
 }
 
 /// STS-exchanged access tokens for a workload identity pool provider.
@@ -60,130 +83,25 @@ impl ExternalAccount {
         file: &CredFile,
         env: &Env,
         http: TokenHttp,
-    ) -> Result<ExternalAccount, AuthError> {
-        let source = file.nested("credential_source")?;
-        let problem = |field: &'static str, what: &str| file.problem(field, what);
-        if source
-            .optional("environment_id")
-            .ok()
-            .flatten()
-            .is_some_and(|id| id.starts_with("aws"))
-        {
-            return Err(AuthError::Unsupported {
-                path: file.path.clone(),
-                reason: "AWS workload identity federation (credential_source.environment_id \
-                         `aws…`) is not supported; use a file, url or executable credential \
-                         source, or run iap-proxy with --credentials gcloud"
-                    .into(),
-            });
-        }
-        let format = match source.fields.get("format") {
-            None | Some(Value::Null) => Format::Text,
-            Some(Value::Object(f)) => match f.get("type").and_then(Value::as_str) {
-                None | Some("text") => Format::Text,
-                Some("json") => match f.get("subject_token_field_name").and_then(Value::as_str) {
-                    Some(name) if !name.is_empty() => Format::Json(name.to_owned()),
-                    _ => {
-                        return Err(problem(
-                            "credential_source.format.subject_token_field_name",
-                            "is required when format.type is \"json\"",
-                        ));
-                    }
-                },
-                Some(_) => {
-                    return Err(problem(
-                        "credential_source.format.type",
-                        "must be \"text\" or \"json\"",
-                    ));
-                }
-            },
-            Some(_) => return Err(problem("credential_source.format", "must be an object")),
-        };
-        let subject = if let Some(path) = source.optional("file")? {
-            Subject::File(PathBuf::from(path), format)
-        } else if let Some(raw) = source.optional("url")? {
-            // Plain http is normal here (Azure's and other clouds' metadata endpoints).
-            let url = Url::parse(raw).map_err(|e| {
-                problem(
-                    "credential_source.url",
-                    &format!("is not a valid URL ({e})"),
-                )
-            })?;
-            let mut headers = Vec::new();
-            if let Some(Value::Object(h)) = source.fields.get("headers") {
-                for (name, value) in h {
-                    let pair = value.as_str().and_then(|v| {
-                        Some((
-                            HeaderName::try_from(name.as_str()).ok()?,
-                            HeaderValue::try_from(v).ok()?,
-                        ))
-                    });
-                    headers.push(pair.ok_or_else(|| {
-                        problem(
-                            "credential_source.headers",
-                            "must map header names to string values",
-                        )
-                    })?);
-                }
-            }
-            Subject::Url(url, headers, format)
-        } else if let Some(Value::Object(exec)) = source.fields.get("executable") {
-            if env.get(ALLOW_EXECUTABLES) != Some("1") {
-                return Err(AuthError::Unsupported {
-                    path: file.path.clone(),
-                    reason: format!(
-                        "its credential_source runs an executable, which is allowed only when \
-                         {ALLOW_EXECUTABLES}=1 is set in the environment; set it if you trust the command"
-                    ),
-                });
-            }
-            let command = exec
-                .get("command")
-                .and_then(Value::as_str)
-                .filter(|c| !c.trim().is_empty())
-                .ok_or_else(|| problem("credential_source.executable.command", "is missing"))?;
-            let timeout_ms = match exec.get("timeout_millis") {
-                None | Some(Value::Null) => DEFAULT_EXEC_TIMEOUT_MS,
-                Some(v) => v
-                    .as_u64()
-                    .filter(|ms| (5_000..=120_000).contains(ms))
-                    .ok_or_else(|| {
-                        problem(
-                            "credential_source.executable.timeout_millis",
-                            "must be a number of milliseconds between 5000 and 120000",
-                        )
-                    })?,
-            };
-            let output_file = exec
-                .get("output_file")
-                .and_then(Value::as_str)
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from);
-            Subject::Executable {
-                command: command.to_owned(),
-                timeout: Duration::from_millis(timeout_ms),
-                output_file,
-            }
-        } else {
-            return Err(problem(
-                "credential_source",
-                "has none of `file`, `url` or `executable`",
-            ));
-        };
-        let impersonation = match file.optional("service_account_impersonation_url")? {
+    ) -> Result<ExternalAccount, CredentialError> {
+        let f: ExternalFile = file.fields()?;
+        let source = f
+            .credential_source
+            .ok_or_else(|| file.problem("credential_source", FieldProblem::Missing))?;
+        let subject = subject(file, source, env)?;
+        let field = "service_account_impersonation_url";
+        let impersonation = match file.optional(field, f.service_account_impersonation_url)? {
             None => None,
-            Some(raw) => Some(impersonated::from_access_token_url(raw).ok_or_else(|| {
-                problem(
-                    "service_account_impersonation_url",
-                    "must be an https URL ending /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken",
-                )
-            })?),
+            Some(raw) => Some(
+                impersonated::from_access_token_url(&raw)
+                    .ok_or_else(|| file.problem(field, FieldProblem::NotAnImpersonationUrl))?,
+            ),
         };
         Ok(ExternalAccount {
             path: file.path.clone(),
-            audience: file.string("audience")?.to_owned(),
-            subject_token_type: file.string("subject_token_type")?.to_owned(),
-            token_url: file.endpoint("token_url", Some("https://sts.googleapis.com/v1/token"))?,
+            audience: file.required("audience", f.audience)?,
+            subject_token_type: file.required("subject_token_type", f.subject_token_type)?,
+            token_url: file.endpoint("token_url", f.token_url, Some(DEFAULT_TOKEN_URL))?,
             subject,
             impersonation,
             env: env.clone(),
@@ -191,128 +109,14 @@ impl ExternalAccount {
         })
     }
 
-    async fn subject_token(&self) -> Result<Secret, AuthError> {
-        match &self.subject {
-            Subject::File(path, format) => {
-                let bytes = tokio::fs::read(path)
-                    .await
-                    .map_err(|e| AuthError::Subject {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "cannot read the subject token file {}: {e}",
-                            path.display()
-                        ),
-                    })?;
-                self.extract(&bytes, format, &path.display().to_string())
-            }
-            Subject::Url(url, headers, format) => {
-                let response = self.http.get(url, headers).await?;
-                if !response.status.is_success() {
-                    return Err(token_http::rejected(url, &response));
-                }
-                self.extract(&response.body, format, &token_http::endpoint_name(url))
-            }
-            Subject::Executable {
-                command,
-                timeout,
-                output_file,
-            } => {
-                self.run_executable(command, *timeout, output_file.as_deref())
-                    .await
-            }
-        }
-    }
-
-    fn extract(&self, bytes: &[u8], format: &Format, from: &str) -> Result<Secret, AuthError> {
-        let bad = |reason: String| AuthError::Subject {
-            path: self.path.clone(),
-            reason,
+    async fn exchange(&self) -> Result<AccessToken, FetchError> {
+        let asked = Asked {
+            env: &self.env,
+            audience: &self.audience,
+            token_type: &self.subject_token_type,
+            impersonated_email: self.impersonation.as_ref().map(|(email, _)| email.as_str()),
         };
-        let token = match format {
-            Format::Text => String::from_utf8_lossy(bytes).trim().to_owned(),
-            Format::Json(field) => {
-                let v: Value = serde_json::from_slice(bytes)
-                    .map_err(|_| bad(format!("the subject token from {from} is not JSON")))?;
-                v.get(field)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "the JSON from {from} has no string field `{field}`"
-                        ))
-                    })?
-            }
-        };
-        if token.is_empty() {
-            return Err(bad(format!("the subject token from {from} is empty")));
-        }
-        Ok(Secret::new(token))
-    }
-
-    async fn run_executable(
-        &self,
-        command: &str,
-        timeout: Duration,
-        output_file: Option<&Path>,
-    ) -> Result<Secret, AuthError> {
-        let fail = |reason: String| AuthError::Subject {
-            path: self.path.clone(),
-            reason,
-        };
-        if let Some(cached) = output_file.and_then(|p| std::fs::read(p).ok()) {
-            // A stale or broken cache is not an error: the executable is asked again.
-            if let Ok(Some(token)) = parse_executable_response(&cached, true) {
-                return Ok(token);
-            }
-        }
-        let mut words = command.split_whitespace();
-        let program = words.next().unwrap_or_default();
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(words)
-            .env_clear()
-            .envs(self.env.vars())
-            .env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", &self.audience)
-            .env(
-                "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE",
-                &self.subject_token_type,
-            )
-            .env("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        if let Some(p) = output_file {
-            cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", p);
-        }
-        if let Some((email, _)) = &self.impersonation {
-            cmd.env("GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL", email);
-        }
-        let output = tokio::time::timeout(timeout, cmd.output())
-            .await
-            .map_err(|_| {
-                fail(format!(
-                    "the executable `{program}` did not finish within {timeout:?}"
-                ))
-            })?
-            .map_err(|e| fail(format!("cannot run the executable `{program}`: {e}")))?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let head: Vec<&str> = stderr.lines().take(3).collect();
-            return Err(fail(format!(
-                "the executable `{program}` failed ({}): {}",
-                output.status,
-                token_http::scrub_text(&head.join(" | "))
-            )));
-        }
-        match parse_executable_response(&output.stdout, false) {
-            Ok(Some(token)) => Ok(token),
-            Ok(None) => Err(fail(format!(
-                "the executable `{program}` returned an expired token"
-            ))),
-            Err(reason) => Err(fail(format!("the executable `{program}`: {reason}"))),
-        }
-    }
-
-    async fn exchange(&self) -> Result<AccessToken, AuthError> {
-        let subject = self.subject_token().await?;
+        let subject = self.subject.token(&self.path, &self.http, &asked).await?;
         let form = [
             ("grant_type", TOKEN_EXCHANGE),
             ("audience", self.audience.as_str()),
@@ -321,14 +125,96 @@ impl ExternalAccount {
             ("subject_token", subject.expose()),
             ("subject_token_type", self.subject_token_type.as_str()),
         ];
-        let response = self.http.post_form(&self.token_url, &form).await?;
-        if !response.status.is_success() {
-            return Err(token_http::rejected(&self.token_url, &response));
-        }
-        let answer: Value = serde_json::from_slice(&response.body)
-            .map_err(|_| AuthError::BadToken("the STS answer is not JSON".into()))?;
-        AccessToken::from_answer(&answer, &token_http::endpoint_name(&self.token_url))
+        let answer: TokenAnswer = self.http.post_form_json(&self.token_url, &form).await?;
+        AccessToken::from_answer(answer, &endpoint_name(&self.token_url))
     }
+}
+
+/// The subject token's source, from `credential_source`.
+fn subject(
+    file: &CredFile,
+    source: CredentialSource,
+    env: &Env,
+) -> Result<Subject, CredentialError> {
+    let problem = |field: &str, p| file.problem(&format!("credential_source.{field}"), p);
+    let text = |field: &str, value| file.optional(&format!("credential_source.{field}"), value);
+    if source
+        .environment_id
+        .is_some_and(|id| id.starts_with("aws"))
+    {
+        return Err(CredentialError::Unsupported {
+            path: file.path.clone(),
+            what: Unsupported::Aws,
+        });
+    }
+    let format = match source.format {
+        None => Format::Text,
+        Some(FormatField {
+            kind,
+            subject_token_field_name,
+        }) => match kind.as_deref() {
+            None | Some("text") => Format::Text,
+            Some("json") => match text("format.subject_token_field_name", subject_token_field_name)
+            {
+                Ok(Some(name)) => Format::Json(name),
+                _ => {
+                    return Err(problem(
+                        "format.subject_token_field_name",
+                        FieldProblem::NeededForJsonFormat,
+                    ));
+                }
+            },
+            Some(_) => return Err(problem("format.type", FieldProblem::NotTextOrJson)),
+        },
+    };
+    if let Some(path) = text("file", source.file)? {
+        return Ok(Subject::File(PathBuf::from(path), format));
+    }
+    if let Some(raw) = text("url", source.url)? {
+        // Plain http is normal here (Azure's and other clouds' metadata endpoints).
+        let url = Url::parse(&raw).map_err(|e| problem("url", FieldProblem::BadUrl(e)))?;
+        let headers = source
+            .headers
+            .unwrap_or_default()
+            .iter()
+            .map(|(name, value)| {
+                Some((
+                    HeaderName::try_from(name.as_str()).ok()?,
+                    HeaderValue::try_from(value.as_str()).ok()?,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| problem("headers", FieldProblem::BadHeader))?;
+        return Ok(Subject::Url(url, headers, format));
+    }
+    let Some(exec) = source.executable else {
+        return Err(file.problem("credential_source", FieldProblem::NoSubjectSource));
+    };
+    if env.get(ALLOW_EXECUTABLES) != Some("1") {
+        return Err(CredentialError::Unsupported {
+            path: file.path.clone(),
+            what: Unsupported::ExecutablesNotAllowed {
+                var: ALLOW_EXECUTABLES,
+            },
+        });
+    }
+    let command = text("executable.command", exec.command)?
+        .ok_or_else(|| problem("executable.command", FieldProblem::Missing))?;
+    let timeout_ms = exec.timeout_millis.unwrap_or(DEFAULT_EXEC_TIMEOUT_MS);
+    if !EXEC_TIMEOUT_MS.contains(&timeout_ms) || timeout_ms.fract() != 0.0 {
+        return Err(problem(
+            "executable.timeout_millis",
+            FieldProblem::TimeoutOutOfRange,
+        ));
+    }
+    Ok(Subject::Executable(Executable {
+        command,
+        timeout: Duration::from_millis(timeout_ms as u64),
+        output_file: exec
+            .output_file
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    }))
 }
 
 impl AccessTokenSource for ExternalAccount {
@@ -339,7 +225,7 @@ impl AccessTokenSource for ExternalAccount {
             self.audience
         )
     }
-    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>> {
         Box::pin(self.exchange())
     }
 }
@@ -347,10 +233,12 @@ impl AccessTokenSource for ExternalAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::token_http::test_server;
-    use serde_json::json;
+    use crate::auth::error::JsonKind;
+    use crate::auth::test_server;
+    use serde_json::{Value, json};
+    use std::path::Path;
 
-    fn load(source: Value, env: &[(&str, &str)]) -> Result<ExternalAccount, AuthError> {
+    fn load(source: Value, env: &[(&str, &str)]) -> Result<ExternalAccount, CredentialError> {
         let v = json!({
             "type": "external_account",
             "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
@@ -414,5 +302,80 @@ mod tests {
             url.path(),
             "/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateIdToken"
         );
+    }
+
+    #[test]
+    fn nested_wrong_types_name_the_path_and_never_the_value() {
+        let secret = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0";
+        let cases = [
+            (
+                json!({"file": "/t", "format": {"type": [secret]}}),
+                "credential_source.format.type",
+                JsonKind::List,
+            ),
+            (
+                json!({"url": "http://x/", "headers": {"Authorization": {"v": secret}}}),
+                "credential_source.headers.Authorization",
+                JsonKind::Object,
+            ),
+            (
+                json!({"executable": {"command": "/x", "timeout_millis": secret}}),
+                "credential_source.executable.timeout_millis",
+                JsonKind::String,
+            ),
+            (
+                json!({"file": 7}),
+                "credential_source.file",
+                JsonKind::Number,
+            ),
+            (json!(secret), "credential_source", JsonKind::String),
+        ];
+        for (source, path, kind) in cases {
+            let err = load(source.clone(), &[(ALLOW_EXECUTABLES, "1")])
+                .err()
+                .expect("refused");
+            let text = err.to_string();
+            assert!(!text.contains("eyJ") && !text.contains("c2Vj"), "{text}");
+            assert!(
+                text.contains(&format!("field `{path}` has the wrong type")),
+                "{text}"
+            );
+            assert!(
+                matches!(&err, CredentialError::Field { field, problem: FieldProblem::WrongType { found }, .. }
+                    if field == path && *found == kind),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_and_the_executable_source() {
+        let err = load(json!({"environment_id": "aws1"}), &[]).err().unwrap();
+        assert!(matches!(
+            err,
+            CredentialError::Unsupported {
+                what: Unsupported::Aws,
+                ..
+            }
+        ));
+        let exec = json!({"executable": {"command": "/bin/get-token --flag", "output_file": ""}});
+        let err = load(exec.clone(), &[]).err().unwrap();
+        assert!(matches!(
+            err,
+            CredentialError::Unsupported {
+                what: Unsupported::ExecutablesNotAllowed { .. },
+                ..
+            }
+        ));
+        let ok = load(exec, &[(ALLOW_EXECUTABLES, "1")]).unwrap();
+        let Subject::Executable(e) = &ok.subject else {
+            panic!("not an executable source")
+        };
+        assert_eq!(
+            (e.command.as_str(), e.timeout, e.output_file.is_none()),
+            ("/bin/get-token --flag", Duration::from_secs(30), true)
+        );
+        let fractional = json!({"executable": {"command": "/x", "timeout_millis": 5000.5}});
+        assert!(load(fractional, &[(ALLOW_EXECUTABLES, "1")]).is_err());
     }
 }

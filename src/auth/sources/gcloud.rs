@@ -7,9 +7,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::impersonated::Chain;
-use crate::auth::error::AuthError;
+use crate::auth::error::{CredentialError, FetchError};
+use crate::auth::process::Helper;
 use crate::auth::token::{IdToken, TokenSource};
-use crate::auth::{jwt, token_http};
 use crate::config::Env;
 
 /// gcloud may refresh its own credentials first; give it time, but not forever.
@@ -40,12 +40,8 @@ impl Gcloud {
         env: &Env,
         audience: &str,
         chain: Option<&Chain>,
-    ) -> Result<Gcloud, AuthError> {
-        let program = find_on_path(env, "gcloud").ok_or_else(|| AuthError::Gcloud {
-            reason: "gcloud is not on PATH; install the Google Cloud CLI \
-                     (https://cloud.google.com/sdk/docs/install) or choose another credential"
-                .into(),
-        })?;
+    ) -> Result<Gcloud, CredentialError> {
+        let program = find_on_path(env, "gcloud").ok_or(CredentialError::GcloudNotFound)?;
         let mut args = vec![
             "auth".to_owned(),
             "print-identity-token".to_owned(),
@@ -67,45 +63,18 @@ impl Gcloud {
         })
     }
 
-    async fn run(&self) -> Result<IdToken, AuthError> {
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(&self.args)
-            .env_clear()
-            .envs(self.env.vars())
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let output = tokio::time::timeout(TIMEOUT, cmd.output())
-            .await
-            .map_err(|_| AuthError::Gcloud {
-                reason: format!(
-                    "`gcloud auth print-identity-token` did not finish within {}s",
-                    TIMEOUT.as_secs()
-                ),
-            })?
-            .map_err(|e| AuthError::Gcloud {
-                reason: format!("cannot run {}: {e}", self.program.display()),
-            })?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let head: Vec<&str> = stderr
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .take(STDERR_LINES)
-                .collect();
-            return Err(AuthError::Gcloud {
-                reason: format!(
-                    "`gcloud auth print-identity-token` failed ({}): {}. Note: gcloud can mint a token \
-                     for a custom audience only for a service account; logged in as a user, add \
-                     --impersonate-service-account SA, or run `gcloud auth activate-service-account`",
-                    output.status,
-                    token_http::scrub_text(&head.join(" | ")),
-                ),
-            });
-        }
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let token = IdToken::from_jwt(stdout.trim())?;
-        jwt::check_audience(&jwt::unverified_claims(token.expose())?, &self.audience)?;
-        Ok(token)
+    async fn run(&self) -> Result<IdToken, FetchError> {
+        let helper = Helper {
+            what: "`gcloud auth print-identity-token`".into(),
+            program: self.program.as_os_str(),
+            args: &self.args,
+            env: &self.env,
+            extra: Vec::new(),
+            timeout: TIMEOUT,
+            stderr_lines: STDERR_LINES,
+        };
+        let stdout = helper.run().await.map_err(FetchError::Gcloud)?;
+        IdToken::issued_for(&String::from_utf8_lossy(&stdout), &self.audience)
     }
 }
 
@@ -113,7 +82,7 @@ impl TokenSource for Gcloud {
     fn describe(&self) -> String {
         format!("gcloud CLI at {}", self.program.display())
     }
-    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, FetchError>> {
         Box::pin(self.run())
     }
 }

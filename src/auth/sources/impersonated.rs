@@ -2,12 +2,14 @@
 //! from the IAM Credentials API (`generateIdToken`), optionally through delegates.
 
 use futures_util::future::BoxFuture;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::json;
 use url::Url;
 
 use crate::auth::access_token::{AccessTokenSource, CachedAccess};
-use crate::auth::error::AuthError;
-use crate::auth::jwt;
+use crate::auth::answer::GeneratedIdToken;
+use crate::auth::error::{BadToken, CredentialError, EndpointError, FetchError, FieldProblem};
+use crate::auth::file::CredFile;
 use crate::auth::token::{IdToken, TokenSource};
 use crate::auth::token_http::{self, TokenHttp};
 
@@ -64,8 +66,36 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The fields of an `impersonated_service_account` file that the proxy uses, beside its
+/// `source_credentials` (a whole `authorized_user` or `service_account` object).
+#[derive(Deserialize)]
+struct ImpersonatedFile {
+    service_account_impersonation_url: Option<String>,
+    delegates: Option<Vec<String>>,
+}
+
+/// An `impersonated_service_account` file's chain (its `delegates`, then the account its URL
+/// names), and the host that URL names for `generateIdToken` (a regional or private one).
+pub(crate) fn chain_of_file(file: &CredFile) -> Result<(Chain, Url), CredentialError> {
+    let f: ImpersonatedFile = file.fields()?;
+    let field = "service_account_impersonation_url";
+    let raw = file.required(field, f.service_account_impersonation_url)?;
+    let (target, mut iam) = from_access_token_url(&raw)
+        .ok_or_else(|| file.problem(field, FieldProblem::NotAnImpersonationUrl))?;
+    iam.set_path("/");
+    let delegates = file
+        .strings("delegates", f.delegates)?
+        .into_iter()
+        .map(|d| {
+            d.trim_start_matches("projects/-/serviceAccounts/")
+                .to_owned()
+        })
+        .collect();
+    Ok((Chain { target, delegates }, iam))
+}
+
 /// `{iam}/v1/projects/-/serviceAccounts/EMAIL:generateIdToken`
-pub(crate) fn generate_id_token_url(iam_endpoint: &Url, email: &str) -> Result<Url, AuthError> {
+pub(crate) fn generate_id_token_url(iam_endpoint: &Url, email: &str) -> Result<Url, EndpointError> {
     let base = iam_endpoint.as_str().trim_end_matches('/');
     let raw = format!("{base}/v1/projects/-/serviceAccounts/{email}:generateIdToken");
     token_http::check_endpoint(&raw)
@@ -97,7 +127,7 @@ impl Impersonated {
         }
     }
 
-    async fn fetch_token(&self) -> Result<IdToken, AuthError> {
+    async fn fetch_token(&self) -> Result<IdToken, FetchError> {
         let access = self.base.get().await?;
         let delegates: Vec<String> = self
             .chain
@@ -115,34 +145,23 @@ impl Impersonated {
             .post_json_bearer(&self.url, access.token.expose(), &body)
             .await?;
         match response.status.as_u16() {
-            200..=299 => {}
             401 => {
                 // The access token may have been revoked early: fetch a new one next time.
                 self.base.forget().await;
-                return Err(token_http::rejected(&self.url, &response));
             }
             403 => {
-                let AuthError::Rejected { detail, .. } = token_http::rejected(&self.url, &response)
-                else {
-                    unreachable!("rejected() always builds Rejected")
-                };
-                return Err(AuthError::ImpersonationDenied {
+                return Err(FetchError::ImpersonationDenied {
                     caller: self.base.describe(),
                     target: self.chain.target.clone(),
-                    delegates: self.chain.delegates.join(", "),
-                    detail,
+                    delegates: self.chain.delegates.clone(),
+                    detail: token_http::detail(&response.body),
                 });
             }
-            _ => return Err(token_http::rejected(&self.url, &response)),
+            _ => {}
         }
-        let answer: Value = serde_json::from_slice(&response.body)
-            .map_err(|_| AuthError::BadToken("generateIdToken's answer is not JSON".into()))?;
-        let raw = answer.get("token").and_then(Value::as_str).ok_or_else(|| {
-            AuthError::BadToken("generateIdToken answered without a `token`".into())
-        })?;
-        let token = IdToken::from_jwt(raw)?;
-        jwt::check_audience(&jwt::unverified_claims(token.expose())?, &self.audience)?;
-        Ok(token)
+        let answer: GeneratedIdToken = response.json(&self.url)?;
+        let raw = answer.token.ok_or(BadToken::NoGeneratedToken)?;
+        IdToken::issued_for(raw.expose(), &self.audience)
     }
 }
 
@@ -159,7 +178,7 @@ impl TokenSource for Impersonated {
             self.chain.target
         )
     }
-    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, FetchError>> {
         Box::pin(self.fetch_token())
     }
 }
@@ -168,8 +187,9 @@ impl TokenSource for Impersonated {
 mod tests {
     use super::*;
     use crate::auth::access_token::AccessToken;
-    use crate::auth::token_http::test_server;
+    use crate::auth::test_server;
     use base64::Engine;
+    use serde_json::Value;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -178,10 +198,11 @@ mod tests {
         fn describe(&self) -> String {
             "user file u.json".into()
         }
-        fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+        fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>> {
             Box::pin(async move {
                 let n = self.0.fetch_add(1, Ordering::SeqCst);
-                AccessToken::from_answer(&json!({"access_token": format!("at-{n}")}), "t")
+                let answer = json!({"access_token": format!("at-{n}")});
+                AccessToken::from_answer(serde_json::from_value(answer).unwrap(), "t")
             })
         }
     }
@@ -226,7 +247,7 @@ mod tests {
         // The first access token is refused: it is forgotten, and the next fetch works.
         let err = s.fetch().await.unwrap_err();
         assert!(
-            matches!(err, AuthError::Rejected { status: 401, .. }),
+            matches!(err, FetchError::Rejected { status: 401, .. }),
             "{err:?}"
         );
         s.fetch().await.unwrap();
@@ -238,7 +259,12 @@ mod tests {
         );
         assert_eq!(s.describe(), "user file u.json impersonating t@p via d@p");
 
-        let err = source("deny").fetch().await.unwrap_err().to_string();
+        let err = source("deny").fetch().await.unwrap_err();
+        assert!(
+            matches!(&err, FetchError::ImpersonationDenied { delegates, .. } if delegates == &["d@p"]),
+            "{err:?}"
+        );
+        let err = err.to_string();
         for needle in [
             "user file u.json",
             "t@p",

@@ -10,14 +10,15 @@ use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use crate::auth::access_token::AccessToken;
-use crate::auth::error::AuthError;
-use crate::auth::jwt;
+use crate::auth::answer::TokenAnswer;
+use crate::auth::error::{BadToken, FetchError, MetadataHostProblem};
+use crate::auth::redact::endpoint_name;
 use crate::auth::token::{IdToken, TokenSource};
-use crate::auth::token_http::{self, TokenHttp};
+use crate::auth::token_http::TokenHttp;
 use crate::config::Env;
 
-const DEFAULT_HOST: &str = "metadata.google.internal";
 const IDENTITY_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/identity";
+const ACCESS_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 
 /// ID tokens from the metadata server at `GCE_METADATA_HOST` or `metadata.google.internal`.
 #[derive(Debug)]
@@ -25,20 +26,21 @@ pub(crate) struct Metadata {
     host: String,
     /// A bad `GCE_METADATA_HOST` is reported on fetch: `new` cannot fail, and the error
     /// then reaches the user through the same path as an unreachable server.
-    url: Result<Url, String>,
+    url: Result<Url, MetadataHostProblem>,
     audience: String,
     http: TokenHttp,
 }
 
+fn flavor() -> (HeaderName, HeaderValue) {
+    (
+        HeaderName::from_static("metadata-flavor"),
+        HeaderValue::from_static("Google"),
+    )
+}
+
 impl Metadata {
     pub(crate) fn new(env: &Env, audience: &str, http: TokenHttp) -> Self {
-        // Some tools write the variable with a scheme or a trailing slash; tolerate both.
-        let host = env
-            .get("GCE_METADATA_HOST")
-            .map(|h| h.trim().trim_start_matches("http://").trim_end_matches('/'))
-            .filter(|h| !h.is_empty())
-            .unwrap_or(DEFAULT_HOST)
-            .to_owned();
+        let host = env.metadata_host().authority().to_owned();
         Metadata {
             url: identity_url(&host, audience),
             host,
@@ -47,56 +49,32 @@ impl Metadata {
         }
     }
 
-    async fn fetch_token(&self) -> Result<IdToken, AuthError> {
-        let url = self.url.as_ref().map_err(|reason| AuthError::BadEndpoint {
+    fn bad_host(&self, problem: MetadataHostProblem) -> FetchError {
+        FetchError::MetadataHost {
             url: format!("http://{}", self.host),
-            reason: format!("GCE_METADATA_HOST {reason}"),
-        })?;
-        let flavor = (
-            HeaderName::from_static("metadata-flavor"),
-            HeaderValue::from_static("Google"),
-        );
-        let response = self.http.get(url, &[flavor]).await.map_err(|e| match e {
+            problem,
+        }
+    }
+
+    async fn fetch_token(&self) -> Result<IdToken, FetchError> {
+        let url = self.url.as_ref().map_err(|p| self.bad_host(p.clone()))?;
+        let response = self.http.get(url, &[flavor()]).await.map_err(|e| match e {
             // The usual cause is running off Google Cloud; say how to choose a key file instead.
-            AuthError::Unreachable { endpoint, reason } => AuthError::Unreachable {
+            FetchError::Unreachable { endpoint, reason } => FetchError::Unreachable {
                 endpoint,
                 reason: format!("{reason} (outside Google Cloud, pass --credentials or set GOOGLE_APPLICATION_CREDENTIALS)"),
             },
             other => other,
         })?;
-        if !response.status.is_success() {
-            return Err(token_http::rejected(url, &response));
-        }
-        let body = std::str::from_utf8(&response.body)
-            .map_err(|_| AuthError::BadToken("the metadata server's answer is not text".into()))?;
-        let token = IdToken::from_jwt(body)?;
-        jwt::check_audience(&jwt::unverified_claims(token.expose())?, &self.audience)?;
-        Ok(token)
+        let body = response.success(url)?;
+        let body = std::str::from_utf8(&body).map_err(|_| BadToken::AnswerNotText)?;
+        IdToken::issued_for(body, &self.audience)
     }
-}
 
-const ACCESS_TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
-
-impl Metadata {
-    async fn fetch_access_token(&self) -> Result<AccessToken, AuthError> {
-        let url = Url::parse(&format!("http://{}{ACCESS_TOKEN_PATH}", self.host)).map_err(|e| {
-            AuthError::BadEndpoint {
-                url: format!("http://{}", self.host),
-                reason: format!("GCE_METADATA_HOST is not a valid host ({e})"),
-            }
-        })?;
-        let flavor = (
-            HeaderName::from_static("metadata-flavor"),
-            HeaderValue::from_static("Google"),
-        );
-        let response = self.http.get(&url, &[flavor]).await?;
-        if !response.status.is_success() {
-            return Err(token_http::rejected(&url, &response));
-        }
-        let answer: serde_json::Value = serde_json::from_slice(&response.body).map_err(|_| {
-            AuthError::BadToken("the metadata server's token answer is not JSON".into())
-        })?;
-        AccessToken::from_answer(&answer, &token_http::endpoint_name(&url))
+    async fn fetch_access_token(&self) -> Result<AccessToken, FetchError> {
+        let url = metadata_url(&self.host, ACCESS_TOKEN_PATH).map_err(|p| self.bad_host(p))?;
+        let answer: TokenAnswer = self.http.get_json(&url, &[flavor()]).await?;
+        AccessToken::from_answer(answer, &endpoint_name(&url))
     }
 }
 
@@ -105,24 +83,28 @@ impl crate::auth::access_token::AccessTokenSource for Metadata {
     fn describe(&self) -> String {
         TokenSource::describe(self)
     }
-    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, AuthError>> {
+    fn access_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>> {
         Box::pin(self.fetch_access_token())
     }
 }
 
 /// `http://HOST/…/identity?audience=AUD&format=full`; `format=full` adds the `email`
 /// claim IAP wants.
-fn identity_url(host: &str, audience: &str) -> Result<Url, String> {
-    // Only host[:port] is meaningful; anything else would silently change the request.
-    if host.contains(['/', '?', '#', '@']) || host.contains(char::is_whitespace) {
-        return Err("must be a host name or host:port".to_owned());
-    }
-    let mut url = Url::parse(&format!("http://{host}{IDENTITY_PATH}"))
-        .map_err(|e| format!("is not a valid host ({e})"))?;
+fn identity_url(host: &str, audience: &str) -> Result<Url, MetadataHostProblem> {
+    let mut url = metadata_url(host, IDENTITY_PATH)?;
     url.query_pairs_mut()
         .append_pair("audience", audience)
         .append_pair("format", "full");
     Ok(url)
+}
+
+/// `http://HOST{path}`.
+fn metadata_url(host: &str, path: &str) -> Result<Url, MetadataHostProblem> {
+    // Only host[:port] is meaningful; anything else would silently change the request.
+    if host.contains(['/', '?', '#', '@']) || host.contains(char::is_whitespace) {
+        return Err(MetadataHostProblem::NotAHost);
+    }
+    Url::parse(&format!("http://{host}{path}")).map_err(MetadataHostProblem::Invalid)
 }
 
 impl TokenSource for Metadata {
@@ -130,7 +112,7 @@ impl TokenSource for Metadata {
         format!("metadata server at {}", self.host)
     }
 
-    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, FetchError>> {
         Box::pin(self.fetch_token())
     }
 }
@@ -138,7 +120,7 @@ impl TokenSource for Metadata {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::token_http::test_server;
+    use crate::auth::test_server;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -172,11 +154,8 @@ mod tests {
         let custom = Metadata::new(&env(Some("http://127.0.0.1:8999/")), "a", http.clone());
         assert_eq!(custom.describe(), "metadata server at 127.0.0.1:8999");
         assert_eq!(custom.url.unwrap().authority(), "127.0.0.1:8999");
-        assert!(
-            Metadata::new(&env(Some("evil.com/x?")), "a", http)
-                .url
-                .is_err()
-        );
+        let evil = Metadata::new(&env(Some("evil.com/x?")), "a", http);
+        assert!(matches!(evil.url, Err(MetadataHostProblem::NotAHost)));
     }
 
     #[tokio::test]
@@ -210,17 +189,42 @@ mod tests {
         let source =
             |aud: &str| Metadata::new(&env(Some(&addr.to_string())), aud, test_server::client());
         let token = source("https://app.example").fetch().await.unwrap();
-        let claims = jwt::unverified_claims(token.expose()).unwrap();
-        assert_eq!(claims.aud.as_deref(), Some("https://app.example"));
+        assert_eq!(token.claims().aud.as_deref(), Some("https://app.example"));
         let err = source("missing").fetch().await.unwrap_err();
         assert!(
-            matches!(err, AuthError::Rejected { status: 404, ref detail, .. } if detail == "not found")
+            matches!(err, FetchError::Rejected { status: 404, ref detail, .. } if detail == "not found")
         );
         let err = source("mismatch").fetch().await.unwrap_err();
-        assert!(matches!(err, AuthError::BadToken(_)), "{err:?}");
+        assert!(
+            matches!(err, FetchError::BadToken(BadToken::WrongAudience { .. })),
+            "{err:?}"
+        );
 
         let http = test_server::client();
         let bare = http.get(&source("x").url.unwrap(), &[]).await.unwrap();
         assert_eq!(bare.status, 403);
+    }
+
+    #[tokio::test]
+    async fn a_bad_host_is_reported_on_fetch() {
+        let bad = Metadata::new(&env(Some("evil.com/x?")), "a", test_server::client());
+        let err = bad.fetch().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FetchError::MetadataHost {
+                    problem: MetadataHostProblem::NotAHost,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("GCE_METADATA_HOST must be a host name"),
+            "{text}"
+        );
+        let err = bad.fetch_access_token().await.unwrap_err();
+        assert!(matches!(err, FetchError::MetadataHost { .. }), "{err:?}");
     }
 }

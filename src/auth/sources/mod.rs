@@ -1,5 +1,5 @@
 //! One file per kind of credential: each turns its input into ID tokens (a
-//! [`TokenSource`](super::TokenSource)) or into access tokens for impersonation.
+//! [`TokenSource`](super::token::TokenSource)) or into access tokens for impersonation.
 
 pub(crate) mod authorized_user;
 pub(crate) mod executable;
@@ -9,3 +9,4 @@ pub(crate) mod impersonated;
 pub(crate) mod metadata;
 pub(crate) mod self_signed;
 pub(crate) mod service_account;
+pub(crate) mod subject;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use url::Url;
 
 use super::service_account::ServiceAccount;
-use crate::auth::error::AuthError;
+use crate::auth::error::FetchError;
 use crate::auth::token::{IdToken, TokenSource};
 
 /// IAP refuses self-signed JWTs that live longer than an hour.
@@ -42,7 +42,7 @@ impl SelfSigned {
         }
     }
 
-    fn sign(&self) -> Result<IdToken, AuthError> {
+    fn sign(&self) -> Result<IdToken, FetchError> {
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -58,11 +58,11 @@ impl SelfSigned {
             .key
             .signer()
             .sign(&claims)
-            .map_err(|e| AuthError::Sign {
+            .map_err(|e| FetchError::Sign {
                 path: self.key.path().to_path_buf(),
                 reason: e.to_string(),
             })?;
-        IdToken::from_jwt(&jwt)
+        Ok(IdToken::from_jwt(&jwt)?)
     }
 }
 
@@ -75,7 +75,7 @@ impl TokenSource for SelfSigned {
             self.key.client_email()
         )
     }
-    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, AuthError>> {
+    fn fetch(&self) -> BoxFuture<'_, Result<IdToken, FetchError>> {
         Box::pin(async move { self.sign() })
     }
 }

@@ -1,0 +1,238 @@
+//! What stops start-up: finding, reading and validating the credential, and building its
+//! source from the settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why no token source could be built from the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("{}\nFix it with one of:\n{NOT_FOUND_FIXES}", not_found_summary(.looked))]
+    NotFound { looked: Vec<Looked> },
+    #[error("cannot read credentials file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("credentials file {path} is malformed: {problem}")]
+    Malformed { path: PathBuf, problem: Malformed },
+    /// `field` is the path to it, nested ones dotted: `credential_source.format.type`.
+    #[error("credentials file {path}: field `{field}` {problem}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        problem: FieldProblem,
+    },
+    #[error(
+        "credentials file {path}: field `type` is `{kind}`, which is not supported (expected service_account, authorized_user, impersonated_service_account or external_account)"
+    )]
+    UnsupportedType { path: PathBuf, kind: String },
+    #[error("credentials file {path}: {what}")]
+    Unsupported { path: PathBuf, what: Unsupported },
+    #[error(
+        "credentials file {path} holds user credentials (authorized_user, OAuth client {client_id}): \
+         their ID tokens carry aud = {client_id}, but the audience is {audience}. Either \
+         (1) impersonate a service account: pass --impersonate-service-account SA@PROJECT.iam.gserviceaccount.com \
+         (you need roles/iam.serviceAccountTokenCreator on it: `gcloud iam service-accounts add-iam-policy-binding \
+         SA@PROJECT.iam.gserviceaccount.com --member=user:YOU@EXAMPLE.COM --role=roles/iam.serviceAccountTokenCreator`), or \
+         (2) add {client_id} to the IAP application's programmatic-access allowlist \
+         (`gcloud iap settings set iap-settings.yaml --project=PROJECT --resource-type=iap_web` with iap-settings.yaml: \
+         `accessSettings: {{oauthSettings: {{programmaticClients: [\"{client_id}\"]}}}}`) and pass --audience {client_id}"
+    )]
+    UserAudience {
+        path: PathBuf,
+        client_id: String,
+        audience: String,
+    },
+    #[error("{0}")]
+    Conflict(Conflict),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error(
+        "gcloud: gcloud is not on PATH; install the Google Cloud CLI \
+         (https://cloud.google.com/sdk/docs/install) or choose another credential"
+    )]
+    GcloudNotFound,
+}
+
+/// The fixes [`CredentialError::NotFound`] offers, one `  - …` line each.
+pub(crate) const NOT_FOUND_FIXES: &str = "  - `gcloud auth application-default login` (then --impersonate-service-account SA, see README)\n  \
+     - `gcloud iam service-accounts keys create key.json --iam-account=SA@PROJECT.iam.gserviceaccount.com` and --credentials key.json\n  \
+     - --credentials gcloud, to use the gcloud CLI's login\n  \
+     - run on Google Cloud (GCE, GKE, Cloud Run), where the metadata server provides credentials";
+
+/// What [`CredentialError::NotFound`] says before its fixes: every place looked at.
+pub(crate) fn not_found_summary(looked: &[Looked]) -> String {
+    let lines: Vec<String> = looked.iter().map(|l| format!("  - {l}")).collect();
+    format!(
+        "no Google credentials found. Looked at:\n{}",
+        lines.join("\n")
+    )
+}
+
+/// One place credential discovery looked at, in order, and why it found nothing there.
+#[derive(Debug, thiserror::Error)]
+pub enum Looked {
+    #[error("--credentials: not given")]
+    CredentialsFlag,
+    #[error("GOOGLE_APPLICATION_CREDENTIALS: not set")]
+    ApplicationCredentialsVar,
+    #[error("gcloud's ADC file {}: absent", .0.display())]
+    AdcFileAbsent(PathBuf),
+    #[error("gcloud's ADC file: neither CLOUDSDK_CONFIG nor HOME is set")]
+    NoGcloudConfigDir,
+    #[error("the metadata server at {host}: {why}")]
+    MetadataServer { host: String, why: ProbeFailure },
+}
+
+/// Why the metadata server probe found no metadata server.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeFailure {
+    #[error("not a valid host ({0})")]
+    BadHost(String),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("unreachable ({0})")]
+    Unreachable(String),
+    #[error("answered {0} without Metadata-Flavor: Google")]
+    NotMetadata(http::StatusCode),
+}
+
+/// Why a credentials file is not JSON at all.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    /// serde's message is not kept: it can quote the content. The position is safe.
+    #[error("not valid JSON (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    #[error("not a JSON object")]
+    NotAnObject,
+}
+
+/// What is wrong with one field of a credentials file. None carries the field's value.
+#[derive(Debug, thiserror::Error)]
+pub enum FieldProblem {
+    #[error("is missing")]
+    Missing,
+    #[error("is empty")]
+    Empty,
+    #[error("has the wrong type ({found})")]
+    WrongType { found: JsonKind },
+    #[error("must be a list of non-empty strings")]
+    EmptyListItem,
+    #[error("is not a valid URL ({0})")]
+    BadUrl(url::ParseError),
+    #[error("must use https (plain http is accepted only on a loopback host)")]
+    NotHttps,
+    #[error("is not a PEM-encoded RSA private key")]
+    NotAnRsaKey,
+    #[error("must be an https URL ending /v1/projects/-/serviceAccounts/EMAIL:generateAccessToken")]
+    NotAnImpersonationUrl,
+    #[error("must be of type authorized_user or service_account")]
+    NotUserOrKey,
+    #[error("is required when format.type is \"json\"")]
+    NeededForJsonFormat,
+    #[error("must be \"text\" or \"json\"")]
+    NotTextOrJson,
+    #[error("must map header names to string values")]
+    BadHeader,
+    #[error("must be a number of milliseconds between 5000 and 120000")]
+    TimeoutOutOfRange,
+    #[error("has none of `file`, `url` or `executable`")]
+    NoSubjectSource,
+}
+
+/// The JSON type of a value, which a message may name where it may not quote the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonKind {
+    #[error("null")]
+    Null,
+    #[error("a boolean")]
+    Bool,
+    #[error("a number")]
+    Number,
+    #[error("a string")]
+    String,
+    #[error("a list")]
+    List,
+    #[error("a JSON object")]
+    Object,
+}
+
+impl JsonKind {
+    pub(crate) fn of(value: &Value) -> JsonKind {
+        match value {
+            Value::Null => JsonKind::Null,
+            Value::Bool(_) => JsonKind::Bool,
+            Value::Number(_) => JsonKind::Number,
+            Value::String(_) => JsonKind::String,
+            Value::Array(_) => JsonKind::List,
+            Value::Object(_) => JsonKind::Object,
+        }
+    }
+}
+
+/// A credentials file that is well-formed but asks for something the proxy does not do.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    #[error(
+        "AWS workload identity federation (credential_source.environment_id `aws…`) is not \
+         supported; use a file, url or executable credential source, or run iap-proxy with \
+         --credentials gcloud"
+    )]
+    Aws,
+    #[error(
+        "its credential_source runs an executable, which is allowed only when {var}=1 is set \
+         in the environment; set it if you trust the command"
+    )]
+    ExecutablesNotAllowed { var: &'static str },
+    #[error(
+        "it has no service_account_impersonation_url, and an ID token needs a service account: \
+         recreate it with `gcloud iam workload-identity-pools create-cred-config … \
+         --service-account=SA@PROJECT.iam.gserviceaccount.com`, or pass \
+         --impersonate-service-account SA"
+    )]
+    NoServiceAccount,
+}
+
+/// Settings that contradict each other or the credential: today all of them about
+/// `--token-kind self-signed-jwt`.
+#[derive(Debug, thiserror::Error)]
+pub enum Conflict {
+    #[error(
+        "--token-kind self-signed-jwt needs a service account key file (type service_account), \
+         but the credential is {credential}; use --token-kind id-token or a key file"
+    )]
+    NeedsKeyFile { credential: NotAKey },
+    #[error(
+        "--token-kind self-signed-jwt signs as the key file's own service account; it cannot \
+         be combined with --impersonate-service-account"
+    )]
+    WithImpersonation,
+    #[error("--token-kind self-signed-jwt needs --upstream (the JWT's audience is its URL)")]
+    WithoutUpstream,
+}
+
+/// A credential that cannot sign a JWT itself.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAKey {
+    #[error("the gcloud CLI")]
+    GcloudCli,
+    #[error("the metadata server")]
+    MetadataServer,
+    #[error("a {kind} file ({})", .path.display())]
+    File { kind: String, path: PathBuf },
+}
+
+/// An endpoint from the settings (not from a credentials file) that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint `{url}` is not a valid URL: {reason}")]
+    Invalid {
+        url: String,
+        reason: url::ParseError,
+    },
+    #[error("token endpoint {url} must use https (plain http is accepted only on a loopback host)")]
+    Insecure { url: String },
+}
