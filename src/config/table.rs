@@ -84,7 +84,8 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Value("ADDR"),
         Some("127.0.0.1:8080"),
         Token::No,
-        "Address to listen on: IPv4 or [IPv6]:port, or unix:PATH for a Unix socket",
+        "Address to listen on: IPv4:port, [IPv6]:port or localhost:port (127.0.0.1), or \
+         unix:PATH for a Unix socket",
     ),
     row(
         "upstream",

@@ -38,9 +38,10 @@ pub enum DiscoveryError {
     /// trust), not an unreachable host.
     #[error(
         "cannot discover the audience: the certificate of {upstream} is not trusted here \
-         ({reason});\npass --upstream-ca CA.pem with the CA that signed it (behind a \
-         TLS-inspecting corporate proxy: your company's root CA; `openssl s_client -connect \
-         HOST:443 -showcerts </dev/null` shows the chain), or pass --audience to start without asking"
+         ({reason}).\nPass --upstream-ca CA.pem with the CA that signed it (behind a \
+         TLS-inspecting corporate proxy:\nyour company's root CA; `openssl s_client -connect \
+         HOST:443 -showcerts </dev/null` shows the chain),\nor pass --audience to start \
+         without asking"
     )]
     UntrustedCertificate { upstream: String, reason: String },
     #[error(

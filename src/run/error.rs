@@ -101,8 +101,9 @@ fn bind_hint(what: &BindTarget, addr: &str, error: &io::Error) -> String {
             ";\nanother process serves that socket; stop it, or choose another path with {setting}"
         ),
         io::ErrorKind::AddrInUse => format!(
-            ";\nanother process listens there (`ss -ltnp 'sport = :{port}'` shows which, e.g. \
-             another iap-proxy); stop it, or choose another port with {setting}"
+            ";\nanother process listens there (perhaps another iap-proxy); \
+             `ss -ltnp 'sport = :{port}'` shows which.\nStop it, or choose another port with \
+             {setting}"
         ),
         io::ErrorKind::PermissionDenied if port.parse::<u16>().is_ok_and(|p| p < 1024) => {
             format!(

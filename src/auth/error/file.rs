@@ -42,8 +42,8 @@ impl FoundBy {
         match self {
             FoundBy::Setting(origin) => format!("{} (credentials)", origin.how_to_change()),
             FoundBy::ApplicationCredentials => format!(
-                "point {APPLICATION_CREDENTIALS} at the right file, or unset it so that the \
-                 proxy looks further (gcloud's ADC file, the metadata server)"
+                "point {APPLICATION_CREDENTIALS} at the right file, or unset it\n\
+                 so that the proxy looks further (gcloud's ADC file, the metadata server)"
             ),
             FoundBy::AdcFile => "run `gcloud auth application-default login` again".into(),
             FoundBy::MetadataServer => "pass --credentials FILE".into(),
@@ -134,23 +134,21 @@ impl FileAccess {
     }
 }
 
+/// `.\nIt belongs to uid U (gid G) with mode M, and iap-proxy runs as uid P (gid Q)`, as
+/// much of it as is known.
 fn denied_detail(file: &Option<Owner>, process: &Option<Ids>) -> String {
-    let mut out = String::new();
-    if let Some(o) = file {
-        out.push_str(&format!(
-            ": it belongs to uid {} (gid {}) with mode {:04o}",
+    let owner = file.map(|o| {
+        format!(
+            "it belongs to uid {} (gid {}) with mode {:04o}",
             o.uid, o.gid, o.mode
-        ));
+        )
+    });
+    let me = process.map(|p| format!("iap-proxy runs as uid {} (gid {})", p.uid, p.gid));
+    let said: Vec<String> = owner.into_iter().chain(me).collect();
+    match said.join(", and ") {
+        s if s.is_empty() => s,
+        s => format!(".\n{}{}", s[..1].to_uppercase(), &s[1..]),
     }
-    if let Some(p) = process {
-        out.push_str(&format!(
-            "{} iap-proxy runs as uid {} (gid {})",
-            if file.is_some() { ", and" } else { ":" },
-            p.uid,
-            p.gid
-        ));
-    }
-    out
 }
 
 /// A file that is some other Google artefact, not a credential. Each message says what it
@@ -159,9 +157,10 @@ fn denied_detail(file: &Option<Owner>, process: &Option<Ids>) -> String {
 pub enum WrongFile {
     #[error(
         "is an OAuth client secret file (its top-level key is `{section}`{}), not a credential:\n\
-         it identifies an application, not an account that can get ID tokens. Make a credential instead:\n\
-         {NOT_FOUND_FIXES}\n\
-         or sign in through this very OAuth client: \
+         it identifies an application, not an account that can get ID tokens.\n\
+         Make a credential instead:\n\
+         {NOT_FOUND_FIXES}\n  \
+         - or sign in through this very OAuth client: \
          `gcloud auth application-default login --client-id-file=FILE`",
         .client_id.as_deref().map(|id| format!(", client {id}")).unwrap_or_default()
     )]
@@ -173,14 +172,15 @@ pub enum WrongFile {
     },
     #[error(
         "holds an OAuth access token (ya29.…), not a credential:\n\
-         IAP needs an ID token, and the proxy mints fresh ones itself from a credential \
-         (an access token also expires within the hour). Give it a credential instead:\n\
+         IAP needs an ID token, which the proxy mints (and renews) itself from a credential;\n\
+         an access token also expires within the hour. Give it a credential instead:\n\
          {NOT_FOUND_FIXES}"
     )]
     AccessToken,
     #[error(
-        "holds a token (a JWT, such as `gcloud auth print-identity-token` prints), not a credential:\n\
-         it expires within the hour and cannot be renewed. Give the proxy what mints such tokens:\n\
+        "holds a token (a JWT, as `gcloud auth print-identity-token` prints), not a credential:\n\
+         it expires within the hour and cannot be renewed.\n\
+         Give the proxy what mints such tokens:\n\
          {NOT_FOUND_FIXES}"
     )]
     Jwt,
@@ -189,7 +189,8 @@ pub enum WrongFile {
 /// What gives the proxy a credential, one `  - …` line each: the fixes offered when none
 /// is found, or when a file is something else.
 pub(crate) const NOT_FOUND_FIXES: &str = "  - `gcloud auth application-default login` (then --impersonate-service-account SA, see README)\n  \
-     - `gcloud iam service-accounts keys create key.json --iam-account=SA@PROJECT.iam.gserviceaccount.com` and --credentials key.json\n  \
+     - `gcloud iam service-accounts keys create key.json \\\n        \
+     --iam-account=SA@PROJECT.iam.gserviceaccount.com`, then --credentials key.json\n  \
      - --credentials gcloud, to use the gcloud CLI's login\n  \
      - run on Google Cloud (GCE, GKE, Cloud Run), where the metadata server provides credentials";
 
@@ -228,8 +229,28 @@ mod tests {
         };
         assert_eq!(
             denied.to_string(),
-            "cannot be read: permission denied: it belongs to uid 1000 (gid 1000) with mode 0600, \
+            "cannot be read: permission denied.\nIt belongs to uid 1000 (gid 1000) with mode 0600, \
              and iap-proxy runs as uid 65532 (gid 65532)"
         );
+    }
+
+    /// The owner and mode come from the file itself and the ids from the process (a
+    /// refused read cannot be provoked as root, so the io error is made here).
+    #[test]
+    fn permission_denied_reads_the_owner_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.json");
+        std::fs::write(&key, "{}").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let FileAccess::Denied { file, process } = FileAccess::of(&key, denied) else {
+            panic!("not Denied");
+        };
+        assert_eq!(file.map(|o| o.mode), Some(0o600));
+        let me = std::fs::metadata("/proc/self").unwrap();
+        assert_eq!(process.map(|p| p.uid), Some(me.uid()));
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(matches!(FileAccess::of(&key, missing), FileAccess::Missing));
     }
 }

@@ -271,3 +271,55 @@ pub enum EndpointError {
     #[error("token endpoint {url} must use https (plain http is accepted only on a loopback host)")]
     Insecure { url: String },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::{FoundBy, Ids, Owner};
+    use super::*;
+
+    fn read_error(found_by: FoundBy, problem: FileAccess) -> String {
+        CredentialError::ReadFile {
+            file: CredPath {
+                path: PathBuf::from("/key.json"),
+                found_by,
+            },
+            problem,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn unreadable_files_say_what_to_change() {
+        let text = read_error(FoundBy::ApplicationCredentials, FileAccess::Missing);
+        assert!(
+            text.starts_with(
+                "credentials file /key.json (from GOOGLE_APPLICATION_CREDENTIALS) does not exist;\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("unset it"), "{text}");
+        let denied = FileAccess::Denied {
+            file: Some(Owner {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o600,
+            }),
+            process: Some(Ids {
+                uid: 65532,
+                gid: 65532,
+            }),
+        };
+        let text = read_error(FoundBy::flag(), denied);
+        for want in [
+            "(from --credentials) cannot be read: permission denied",
+            "mode 0600",
+            "runs as uid 65532",
+            "chgrp 65532 /key.json && chmod 0640 /key.json",
+            "run iap-proxy as uid 1000",
+            "Key files in containers",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        assert!(text.lines().all(|l| l.len() <= 120), "{text}");
+    }
+}
