@@ -266,3 +266,23 @@ fn help_names_the_variables_and_completions_offer_the_choices() {
         );
     }
 }
+
+/// The sidecar manifest's flags are valid settings, so copying it does not end in exit 64.
+#[test]
+fn the_sidecar_manifest_flags_are_valid_settings() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/sidecar.yaml"
+    );
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let flags: Vec<String> = yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- --"))
+        .map(|flag| format!("--{flag}"))
+        .collect();
+    assert!(flags.len() >= 5, "{flags:?}");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let settings = iap_proxy::config::Settings::from_args(&flags, &Default::default())
+        .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+    assert_eq!(settings.process.metadata_wait, Duration::from_secs(20));
+}
