@@ -70,7 +70,8 @@ impl Layered {
         let file = config.clone().and_then(|path| match load_file(&path) {
             Ok((file, unknown)) => {
                 for key in unknown {
-                    let hint = suggest::hint(&key, table::top_level().map(|s| s.key));
+                    let keys = table::top_level().map(|s| s.key).chain(["routes"]);
+                    let hint = suggest::hint(&key, keys);
                     suggested.extend(hint.target().and_then(|k| table::find(k)).map(|s| s.key));
                     errors.push(format!(
                         "config file {}: unknown key `{key}`: {}",
@@ -102,7 +103,10 @@ impl Layered {
         unknown_env.sort();
         for name in unknown_env {
             let suffix = name.get(ENV_PREFIX.len()..).unwrap_or_default();
-            let hint = suggest::hint(suffix, table::top_level().map(|s| s.key));
+            // IAP_PROXY_CONFIG names the file: not a setting, but a name one may mistype.
+            let config_key = &ENV_CONFIG[ENV_PREFIX.len()..];
+            let keys = table::top_level().map(|s| s.key).chain([config_key]);
+            let hint = suggest::hint(suffix, keys);
             suggested.extend(hint.target().and_then(|k| table::find(k)).map(|s| s.key));
             errors.push(format!(
                 "unknown environment variable {name}: {}",

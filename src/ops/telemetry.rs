@@ -61,10 +61,20 @@ pub fn init(format: LogFormat, rust_log: Option<&str>) {
     }
 }
 
+/// What is wrong with a `RUST_LOG` value.
+#[derive(Debug, thiserror::Error)]
+enum BadRustLog {
+    /// Bare words that name neither a level nor a target of ours (quoted, comma-separated).
+    #[error("RUST_LOG: {0} is neither a log level nor a target this program logs under")]
+    Strangers(String),
+    #[error("RUST_LOG is not a valid filter ({0})")]
+    Unparsable(String),
+}
+
 /// The filter to install for `RUST_LOG`, and what was wrong with it. A bare word is a
 /// target to tracing, so `RUST_LOG=verbose` would show only the (non-existent) target
 /// `verbose`: such words are dropped, and nothing left means the default level.
-fn directives(rust_log: Option<&str>) -> (String, Option<String>) {
+fn directives(rust_log: Option<&str>) -> (String, Option<BadRustLog>) {
     let Some(text) = rust_log.map(str::trim).filter(|t| !t.is_empty()) else {
         return (DEFAULT_LEVEL.into(), None);
     };
@@ -82,19 +92,15 @@ fn directives(rust_log: Option<&str>) -> (String, Option<String>) {
         }
     }
     let kept = kept.join(",");
-    let problem = if !strangers.is_empty() {
-        Some(format!(
-            "RUST_LOG: {} is neither a log level nor a target this program logs under",
-            strangers.join(", ")
-        ))
-    } else {
+    let problem = if strangers.is_empty() {
         EnvFilter::try_new(&kept)
             .err()
-            .map(|e| format!("RUST_LOG is not a valid filter ({e})"))
+            .map(|e| BadRustLog::Unparsable(e.to_string()))
+    } else {
+        Some(BadRustLog::Strangers(strangers.join(", ")))
     };
     match (kept.is_empty(), &problem) {
-        (true, _) => (DEFAULT_LEVEL.into(), problem),
-        (false, Some(p)) if p.starts_with("RUST_LOG is not") => (DEFAULT_LEVEL.into(), problem),
+        (true, _) | (_, Some(BadRustLog::Unparsable(_))) => (DEFAULT_LEVEL.into(), problem),
         (false, _) => (kept, problem),
     }
 }
@@ -248,7 +254,7 @@ mod tests {
             );
         }
         let (_, problem) = directives(Some("verbose"));
-        assert!(problem.unwrap().contains("`verbose`"));
+        assert!(problem.unwrap().to_string().contains("`verbose`"));
     }
 
     #[test]
