@@ -49,7 +49,7 @@ pub(crate) async fn source_from_settings(
     let chosen = choose_source(opts, env, http).await?;
     tracing::info!(
         source = %chosen.source.describe(),
-        kind = chosen.kind.label(),
+        kind = %chosen.kind.label(),
         found_by = %chosen.found_by,
         audience = %opts.audience,
         "credential source chosen"

@@ -54,7 +54,7 @@ pub fn init(format: LogFormat, rust_log: Option<&str>) {
     };
     if let (Ok(()), Some(problem)) = (installed, problem) {
         tracing::warn!(
-            rust_log = rust_log.unwrap_or_default(),
+            rust_log = %rust_log.unwrap_or_default(),
             "{problem}; logging at {DEFAULT_LEVEL}. Use a level (error, warn, info, debug, trace) \
              or target=level, e.g. RUST_LOG=debug or RUST_LOG=iap_proxy=debug"
         );

@@ -54,7 +54,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drain, StartError> {
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = %env!("CARGO_PKG_VERSION"),
         routes = settings.routes.len(),
         "iap-proxy {} starting",
         env!("CARGO_PKG_VERSION")
