@@ -183,6 +183,20 @@ async fn clashing_listeners_and_typos_are_settings_errors() {
 }
 
 #[tokio::test]
+async fn localhost_port_listens_on_127_0_0_1() {
+    let w = World::new().await;
+    let mut a = args(&w);
+    a[1] = "localhost:0".into();
+    let a = with(a, &["--credentials", w.key_file.to_str().unwrap()]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let proxy = Binary::spawn_listening(&a, &[]).await;
+    let url = proxy.url("/echo");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let r = crate::support::client::get(&crate::support::client::http1(), &url).await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
 async fn discovery_behind_an_untrusted_certificate_points_at_upstream_ca() {
     let w = World::new().await;
     let argv = [
