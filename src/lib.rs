@@ -33,4 +33,4 @@ pub use auth::IdToken;
 pub use ops::telemetry;
 pub use proxy::listener;
 pub use proxy::server::Drain;
-pub use run::{Listeners, StartError, fetch_token, run, serve};
+pub use run::{BindTarget, Listeners, StartError, fetch_token, run, serve};

@@ -1,11 +1,12 @@
-//! The `iap-proxy` binary: parse, build, run.
+//! The `iap-proxy` binary: parse, build, run; print what failed and exit with its status
+//! (the README's table: 0 clean, 1 failed while running, 64 settings or credentials).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use iap_proxy::config::{Cli, Command, EXIT_USAGE, Env, Settings, TokenSettings};
-use iap_proxy::{Drain, telemetry};
+use iap_proxy::config::{Cli, Command, EXIT_FAILURE, EXIT_USAGE, Env, Settings, TokenSettings};
+use iap_proxy::{Drain, StartError, telemetry};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             let _ = err.print();
-            return ExitCode::from(u8::try_from(EXIT_USAGE).unwrap_or(64));
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let env = Env::from_process();
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("iap-proxy: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_FAILURE);
         }
     };
     match cli.command {
@@ -51,7 +52,10 @@ fn main() -> ExitCode {
                 iap_proxy::config::LogFormat::Text,
                 Some(env.get("RUST_LOG").unwrap_or("warn")),
             );
-            report(runtime.block_on(print_token(settings, env)))
+            match runtime.block_on(print_token(settings, env)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => failed(&err),
+            }
         }
         Some(Command::Check(args)) => {
             let settings = match Settings::load(&args.proxy, &env) {
@@ -80,8 +84,8 @@ fn main() -> ExitCode {
             telemetry::init(settings.process.log_format, env.get("RUST_LOG"));
             match runtime.block_on(serve(settings, env)) {
                 Ok(Drain::Clean) => ExitCode::SUCCESS,
-                Ok(Drain::TimedOut) => ExitCode::from(1),
-                Err(err) => report(Err(err)),
+                Ok(Drain::TimedOut) => ExitCode::from(EXIT_FAILURE),
+                Err(err) => failed(&err),
             }
         }
     }
@@ -89,26 +93,22 @@ fn main() -> ExitCode {
 
 fn usage(errors: impl std::fmt::Display) -> ExitCode {
     eprintln!("iap-proxy: {errors}");
-    ExitCode::from(u8::try_from(EXIT_USAGE).unwrap_or(64))
+    ExitCode::from(EXIT_USAGE)
 }
 
-fn report(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("iap-proxy: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+/// Each message already names its cause once; printing the source chain would repeat it.
+fn failed(err: &StartError) -> ExitCode {
+    eprintln!("iap-proxy: {err}");
+    ExitCode::from(err.exit_code())
 }
 
-async fn print_token(settings: TokenSettings, env: Env) -> anyhow::Result<()> {
+async fn print_token(settings: TokenSettings, env: Env) -> Result<(), StartError> {
     let token = iap_proxy::fetch_token(&settings, &env).await?;
     println!("{}", token.expose());
     Ok(())
 }
 
-async fn serve(settings: Settings, env: Env) -> anyhow::Result<Drain> {
+async fn serve(settings: Settings, env: Env) -> Result<Drain, StartError> {
     // Installed before anything binds: a SIGTERM that arrives just after the "listening"
     // line must start the drain, not kill the process with the default action.
     let shutdown = shutdown_signal();

@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 
 use super::access_token::AccessTokenSource;
-use super::adc::{self, Found};
-use super::error::{Conflict, CredentialError, FieldProblem, NotAKey, Unsupported};
+use super::adc::{self, Explicit, Found};
+use super::error::{Conflict, CredentialError, FieldProblem, FoundBy, NotAKey, Unsupported};
 use super::file::CredFile;
 use super::sources::authorized_user::AuthorizedUser;
 use super::sources::external_account::ExternalAccount;
@@ -19,12 +20,16 @@ use super::sources::self_signed::SelfSigned;
 use super::sources::service_account::ServiceAccount;
 use super::token::TokenSource;
 use super::token_http::TokenHttp;
-use crate::config::{Env, TokenKind};
+use crate::config::{Env, Origin, TokenKind};
 
 /// Everything that decides the source.
 #[derive(Debug, Clone)]
 pub(crate) struct SourceOptions<'a> {
     pub(crate) credentials: Option<&'a Path>,
+    /// Where `credentials` came from, for messages.
+    pub(crate) credentials_from: &'a Origin,
+    /// How long to keep asking the metadata server when nothing else is found.
+    pub(crate) metadata_wait: Duration,
     pub(crate) audience: &'a str,
     /// `EMAIL[,DELEGATE…]`; empty for none.
     pub(crate) impersonate: &'a [String],
@@ -34,46 +39,87 @@ pub(crate) struct SourceOptions<'a> {
     pub(crate) upstream: Option<&'a Url>,
 }
 
-/// Finds the credential, checks it now (a bad file stops start-up), and builds its source.
+/// Finds the credential, checks it now (a bad file stops start-up), builds its source and
+/// logs the choice.
 pub(crate) async fn source_from_settings(
     opts: &SourceOptions<'_>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, CredentialError> {
+) -> Result<Chosen, CredentialError> {
     let chosen = choose_source(opts, env, http).await?;
-    tracing::info!(source = %chosen.source.describe(), found_by = chosen.found_by, audience = %opts.audience, "credential source chosen");
-    Ok(chosen.source)
+    tracing::info!(
+        source = %chosen.source.describe(),
+        kind = %chosen.kind.label(),
+        found_by = %chosen.found_by,
+        audience = %opts.audience,
+        "credential source chosen"
+    );
+    Ok(chosen)
 }
 
 /// A built source and how it was found: what `iap-proxy check` tells the user.
 pub(crate) struct Chosen {
     pub(crate) source: Arc<dyn TokenSource>,
-    /// `--credentials`, `GOOGLE_APPLICATION_CREDENTIALS`, `gcloud's application default
-    /// credentials`, `--credentials gcloud` or `metadata server probe`.
-    pub(crate) found_by: &'static str,
+    pub(crate) kind: SourceKind,
+    /// The setting or variable that named it, the ADC file, or the metadata server probe.
+    pub(crate) found_by: FoundBy,
     /// The credentials file, when the source was read from one.
     pub(crate) file: Option<PathBuf>,
 }
 
-/// [`source_from_settings`], keeping how the credential was found.
+/// The kind of credential a source is built from: what metrics label it with (never a
+/// path or an email, which would make a series per file or account).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SourceKind {
+    ServiceAccount,
+    AuthorizedUser,
+    ImpersonatedServiceAccount,
+    ExternalAccount,
+    Gcloud,
+    MetadataServer,
+    SelfSignedJwt,
+}
+
+impl SourceKind {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SourceKind::ServiceAccount => "service_account",
+            SourceKind::AuthorizedUser => "authorized_user",
+            SourceKind::ImpersonatedServiceAccount => "impersonated_service_account",
+            SourceKind::ExternalAccount => "external_account",
+            SourceKind::Gcloud => "gcloud",
+            SourceKind::MetadataServer => "metadata_server",
+            SourceKind::SelfSignedJwt => "self_signed_jwt",
+        }
+    }
+}
+
+/// [`source_from_settings`] without the log line, for `iap-proxy check`.
 pub(crate) async fn choose_source(
     opts: &SourceOptions<'_>,
     env: &Env,
     http: TokenHttp,
 ) -> Result<Chosen, CredentialError> {
-    let found = adc::discover(opts.credentials, env).await?;
-    let (found_by, file) = match &found {
-        Found::File { origin, path } => (*origin, Some(path.clone())),
-        Found::Gcloud => ("--credentials gcloud", None),
-        Found::Metadata { .. } => ("metadata server probe", None),
+    let explicit = Explicit {
+        path: opts.credentials,
+        origin: opts.credentials_from,
     };
-    let source = build(found, opts, env, http)?;
+    let found = adc::discover(explicit, env, opts.metadata_wait).await?;
+    let found_by = found.found_by();
+    let file = match &found {
+        Found::File { path, .. } => Some(path.clone()),
+        Found::Gcloud(_) | Found::Metadata { .. } => None,
+    };
+    let (source, kind) = build(found, opts, env, http)?;
     Ok(Chosen {
         source,
+        kind,
         found_by,
         file,
     })
 }
+
+type Built = (Arc<dyn TokenSource>, SourceKind);
 
 fn not_self_signed(opts: &SourceOptions<'_>, credential: NotAKey) -> Result<(), CredentialError> {
     match opts.token_kind {
@@ -101,29 +147,34 @@ fn impersonate(
     )))
 }
 
-pub(crate) fn build(
+fn build(
     found: Found,
     opts: &SourceOptions<'_>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, CredentialError> {
+) -> Result<Built, CredentialError> {
     let chain = Chain::parse(opts.impersonate);
     match found {
-        Found::Gcloud => {
+        Found::Gcloud(_) => {
             not_self_signed(opts, NotAKey::GcloudCli)?;
-            Ok(Arc::new(Gcloud::new(env, opts.audience, chain.as_ref())?))
+            let gcloud = Gcloud::new(env, opts.audience, chain.as_ref())?;
+            Ok((Arc::new(gcloud), SourceKind::Gcloud))
         }
         Found::Metadata { .. } => {
             not_self_signed(opts, NotAKey::MetadataServer)?;
             let metadata = Metadata::new(env, opts.audience, http.clone());
-            match chain {
+            let source = match chain {
                 Some(chain) => {
-                    impersonate(Box::new(metadata), chain, opts.iam_endpoint, opts, http)
+                    impersonate(Box::new(metadata), chain, opts.iam_endpoint, opts, http)?
                 }
-                None => Ok(Arc::new(metadata)),
-            }
+                None => Arc::new(metadata),
+            };
+            Ok((source, SourceKind::MetadataServer))
         }
-        Found::File { path, .. } => from_file(&CredFile::read(&path)?, opts, chain, env, http),
+        Found::File { path, found_by } => {
+            let file = CredFile::read(&path, found_by)?;
+            from_file(&file, opts, chain, env, http)
+        }
     }
 }
 
@@ -133,17 +184,35 @@ fn from_file(
     chain: Option<Chain>,
     env: &Env,
     http: TokenHttp,
-) -> Result<Arc<dyn TokenSource>, CredentialError> {
+) -> Result<Built, CredentialError> {
     let kind = file.kind()?;
+    let label = match (kind.as_str(), opts.token_kind) {
+        (_, TokenKind::SelfSignedJwt) => SourceKind::SelfSignedJwt,
+        ("authorized_user", _) => SourceKind::AuthorizedUser,
+        ("impersonated_service_account", _) => SourceKind::ImpersonatedServiceAccount,
+        ("external_account", _) => SourceKind::ExternalAccount,
+        _ => SourceKind::ServiceAccount,
+    };
+    from_typed_file(file, &kind, opts, chain, env, http).map(|source| (source, label))
+}
+
+fn from_typed_file(
+    file: &CredFile,
+    kind: &str,
+    opts: &SourceOptions<'_>,
+    chain: Option<Chain>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
     if kind != "service_account" {
         let credential = NotAKey::File {
-            kind: kind.clone(),
+            kind: kind.to_owned(),
             path: file.path.clone(),
         };
         not_self_signed(opts, credential)?;
     }
     let conflict = |c| Err(CredentialError::Conflict(c));
-    match kind.as_str() {
+    match kind {
         "service_account" => {
             let key = ServiceAccount::from_cred_file(file, opts.audience, http.clone())?;
             match (opts.token_kind, chain) {
@@ -204,13 +273,13 @@ fn from_file(
                     impersonate(Box::new(external), chain, opts.iam_endpoint, opts, http)
                 }
                 (None, None) => Err(CredentialError::Unsupported {
-                    path: file.path.clone(),
+                    file: file.name(),
                     what: Unsupported::NoServiceAccount,
                 }),
             }
         }
         other => Err(CredentialError::UnsupportedType {
-            path: file.path.clone(),
+            file: file.name(),
             kind: other.chars().take(64).collect(),
         }),
     }

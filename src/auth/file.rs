@@ -15,13 +15,19 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use url::Url;
 
-use super::error::{CredentialError, EndpointError, FieldProblem, JsonKind, Malformed};
+use super::error::{
+    CredPath, CredentialError, EndpointError, FieldProblem, FileAccess, FoundBy, JsonKind,
+    Malformed,
+};
+use super::not_credential::{client_secret, saved_token};
 use super::token_http;
 
 /// A credentials file parsed as a JSON object (or an object nested in one, such as
 /// `source_credentials`), not yet read as any type.
 pub(crate) struct CredFile {
     pub(crate) path: PathBuf,
+    /// How the proxy came to read it, for every message about it.
+    found_by: FoundBy,
     /// The dotted path of this object in the file, `""` for the whole file.
     prefix: String,
     json: Value,
@@ -35,17 +41,31 @@ struct Kind {
 }
 
 impl CredFile {
-    pub(crate) fn read(path: &Path) -> Result<CredFile, CredentialError> {
-        let bytes = std::fs::read(path).map_err(|source| CredentialError::ReadFile {
-            path: path.to_path_buf(),
-            source,
+    pub(crate) fn read(path: &Path, found_by: FoundBy) -> Result<CredFile, CredentialError> {
+        let bytes = std::fs::read(path).map_err(|error| CredentialError::ReadFile {
+            problem: FileAccess::of(path, error),
+            file: CredPath {
+                path: path.to_path_buf(),
+                found_by: found_by.clone(),
+            },
         })?;
-        CredFile::parse(path, &bytes)
+        CredFile::parse(path, found_by, &bytes)
     }
 
-    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<CredFile, CredentialError> {
-        let malformed = |problem| CredentialError::Malformed {
+    pub(crate) fn parse(
+        path: &Path,
+        found_by: FoundBy,
+        bytes: &[u8],
+    ) -> Result<CredFile, CredentialError> {
+        let file = CredPath {
             path: path.to_path_buf(),
+            found_by,
+        };
+        if let Some(what) = saved_token(bytes) {
+            return Err(CredentialError::NotACredential { file, what });
+        }
+        let malformed = |problem| CredentialError::Malformed {
+            file: file.clone(),
             problem,
         };
         let json: Value = serde_json::from_slice(bytes).map_err(|e| {
@@ -58,10 +78,19 @@ impl CredFile {
             return Err(malformed(Malformed::NotAnObject));
         }
         Ok(CredFile {
-            path: path.to_path_buf(),
+            path: file.path,
+            found_by: file.found_by,
             prefix: String::new(),
             json,
         })
+    }
+
+    /// The file as messages name it.
+    pub(crate) fn name(&self) -> CredPath {
+        CredPath {
+            path: self.path.clone(),
+            found_by: self.found_by.clone(),
+        }
     }
 
     /// The object read as `T`. A field of the wrong type is an error naming it; absent
@@ -74,9 +103,18 @@ impl CredFile {
         })
     }
 
-    /// The required `type`, which picks the source.
+    /// The required `type`, which picks the source. A file without one may be an OAuth
+    /// client secret (the usual wrong download), which is then named as such.
     pub(crate) fn kind(&self) -> Result<String, CredentialError> {
         let kind: Kind = self.fields()?;
+        if kind.kind.is_none() {
+            if let Some(what) = client_secret(&self.json) {
+                return Err(CredentialError::NotACredential {
+                    file: self.name(),
+                    what,
+                });
+            }
+        }
         self.required("type", kind.kind)
     }
 
@@ -86,6 +124,7 @@ impl CredFile {
         match self.json.get(name) {
             Some(json @ Value::Object(_)) => Ok(CredFile {
                 path: self.path.clone(),
+                found_by: self.found_by.clone(),
                 prefix: format!("{}{name}.", self.prefix),
                 json: json.clone(),
             }),
@@ -102,7 +141,7 @@ impl CredFile {
     /// `problem` with `field`, a path relative to this object.
     pub(crate) fn problem(&self, field: &str, problem: FieldProblem) -> CredentialError {
         CredentialError::Field {
-            path: self.path.clone(),
+            file: self.name(),
             field: format!("{}{field}", self.prefix),
             problem,
         }
@@ -195,8 +234,12 @@ mod tests {
         n: Option<u64>,
     }
 
+    fn by_flag() -> FoundBy {
+        FoundBy::Setting(crate::config::Origin::Flag("credentials"))
+    }
+
     fn parse(json: &str) -> CredFile {
-        CredFile::parse(Path::new("/c.json"), json.as_bytes()).unwrap()
+        CredFile::parse(Path::new("/c.json"), by_flag(), json.as_bytes()).unwrap()
     }
 
     #[test]
@@ -206,9 +249,15 @@ mod tests {
         let s: Sample = f.fields().unwrap();
         assert_eq!(f.required("a", s.a).unwrap(), "x");
         let text = f.required("e", s.e).unwrap_err().to_string();
-        assert_eq!(text, "credentials file /c.json: field `e` is empty");
+        assert_eq!(
+            text,
+            "credentials file /c.json (from --credentials): field `e` is empty"
+        );
         let text = f.required("m", None).unwrap_err().to_string();
-        assert_eq!(text, "credentials file /c.json: field `m` is missing");
+        assert_eq!(
+            text,
+            "credentials file /c.json (from --credentials): field `m` is missing"
+        );
         assert!(
             f.strings("l", s.l)
                 .unwrap_err()
@@ -228,10 +277,10 @@ mod tests {
             }
         ));
         assert!(f.nested("a").is_err() && f.nested("missing").is_err());
-        let bad = CredFile::parse(Path::new("/s.json"), b"{\"secret\": nope").err();
+        let bad = CredFile::parse(Path::new("/s.json"), by_flag(), b"{\"secret\": nope").err();
         let text = bad.unwrap().to_string();
         assert!(!text.contains("nope") && text.contains("/s.json"), "{text}");
-        let list = CredFile::parse(Path::new("/s.json"), b"[\"secret\"]")
+        let list = CredFile::parse(Path::new("/s.json"), by_flag(), b"[\"secret\"]")
             .err()
             .unwrap();
         assert!(matches!(
@@ -277,7 +326,7 @@ mod tests {
                 "{text}"
             );
             assert!(
-                text.starts_with("credentials file /c.json: field `"),
+                text.starts_with("credentials file /c.json (from --credentials): field `"),
                 "{text}"
             );
             match err {

@@ -11,6 +11,7 @@ pub(crate) mod cache;
 pub(crate) mod error;
 mod file;
 pub(crate) mod jwt;
+mod not_credential;
 mod process;
 mod redact;
 mod sources;

@@ -66,7 +66,7 @@ pub(super) fn credentials_error(err: &CredentialError) -> Step {
             .fix(format!("one of:\n{NOT_FOUND_FIXES}"))
             .diagnosis(Diagnosis::NoCredentials),
         CredentialError::UserAudience {
-            path,
+            file,
             client_id,
             audience,
         } => Step::fail(
@@ -75,7 +75,7 @@ pub(super) fn credentials_error(err: &CredentialError) -> Step {
                 "{} holds your own Google login (authorized_user, OAuth client {client_id}); its ID tokens\n\
                  always carry aud = {client_id}, but IAP expects {audience}: IAP accepts them only when\n\
                  {client_id} is on the IAP application's programmatic-access allowlist",
-                path.display()
+                file.path.display()
             ),
         )
         .fix(audience_fix(audience, true).replace("CLIENT_ID", client_id))

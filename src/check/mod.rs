@@ -73,6 +73,8 @@ pub async fn check(route: &RouteSettings, process: &ProcessSettings, env: &Env) 
     };
     let options = auth::SourceOptions {
         credentials: route.credentials.as_deref(),
+        credentials_from: &route.credentials_from,
+        metadata_wait: process.metadata_wait,
         audience: &audience,
         impersonate: &route.impersonate_service_account,
         iam_endpoint: &route.iam_endpoint,

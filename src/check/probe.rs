@@ -12,8 +12,8 @@ use url::Url;
 
 use crate::config::AuthHeader;
 use crate::iap;
-use crate::outbound::chain;
 use crate::outbound::clients::UpstreamClient;
+use crate::outbound::{chain, tls_error};
 use crate::proxy::headers::set_token;
 /// IAP's error pages are short; the hints are in their first lines.
 const MAX_IAP_BODY: usize = 4096;
@@ -89,37 +89,18 @@ pub(super) async fn get(
         .unwrap_or(Reach::Timeout(timeout))
 }
 
-/// Tells a TLS refusal from every other way a connection fails. The rustls error arrives
-/// wrapped in io::Errors (tokio-rustls' InvalidData, then the connector's Other), whose
-/// `source()` skips the wrapped error, so each one is opened with `get_ref`.
+/// Tells a TLS refusal from every other way a connection fails.
 fn classify(err: &(dyn StdError + 'static)) -> Reach {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(tls) = rustls_inside(e) {
-            let certificate = match tls {
+    match tls_error(err) {
+        Some(tls) => Reach::Tls {
+            message: tls.to_string(),
+            certificate: match tls {
                 rustls::Error::InvalidCertificate(c) => Some(c.clone()),
                 _ => None,
-            };
-            return Reach::Tls {
-                message: tls.to_string(),
-                certificate,
-            };
-        }
-        cur = e.source();
+            },
+        },
+        None => Reach::Unreachable(chain(err)),
     }
-    Reach::Unreachable(chain(err))
-}
-
-fn rustls_inside<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    // Bounded: wrappers are few, and a cycle must not hang the check.
-    for _ in 0..8 {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        let io = e.downcast_ref::<std::io::Error>()?;
-        e = io.get_ref()?;
-    }
-    None
 }
 
 /// The hint words of an IAP 401 body, lowercased and without markup.

@@ -3,12 +3,17 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, ArgMatches, FromArgMatches};
+use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
+use clap::{ArgAction, ArgMatches, FromArgMatches, ValueHint};
 
 use super::table::{self, Arg, Setting, Token};
 
-/// Exit status for bad flags or settings (`EX_USAGE` from sysexits.h).
-pub const EXIT_USAGE: i32 = 64;
+/// Exit status for bad flags or settings, or a file they name, found before serving
+/// (`EX_USAGE` from sysexits.h). The README's table lists every exit status.
+pub const EXIT_USAGE: u8 = 64;
+/// Exit status for a failure while running, or at start-up outside the settings' control
+/// (a busy port, an unreachable upstream, a refused token fetch).
+pub const EXIT_FAILURE: u8 = 1;
 
 const LONG_ABOUT: &str = "\
 iap-proxy listens on localhost and forwards each request to an HTTPS upstream behind \
@@ -115,15 +120,33 @@ impl Given {
                 Token::WithoutDefault if for_token => None,
                 _ => s.default,
             };
-            let help = match default {
-                Some(d) if s.arg != Arg::Switch => format!("{} [default: {d}]", s.help),
-                _ => s.help.to_owned(),
+            let default = match default {
+                Some(d) if !matches!(s.arg, Arg::Switch) => format!(" [default: {d}]"),
+                _ => String::new(),
             };
+            // Shown, not read by clap: the settings layer reads the environment itself, so
+            // that it can say where each value came from.
+            let set = if matches!(s.arg, Arg::Switch) {
+                "=true"
+            } else {
+                ""
+            };
+            let help = format!("{}{default} [env: {}{set}]", s.help, table::env_name(s.key));
             let arg = clap::Arg::new(s.key)
                 .long(table::flag_name(s.key).trim_start_matches("--").to_owned())
                 .help(help);
             cmd.arg(match s.arg {
-                Arg::Value(name) => arg.value_name(name).action(ArgAction::Set),
+                Arg::Value(name) => arg
+                    .value_name(name)
+                    .value_hint(hint(name))
+                    .action(ArgAction::Set),
+                Arg::Choice(names) => {
+                    let shown: Vec<String> =
+                        names().iter().map(|p| p.get_name().to_owned()).collect();
+                    arg.value_name(shown.join("|"))
+                        .value_parser(Offered(names))
+                        .action(ArgAction::Set)
+                }
                 Arg::Switch => arg.action(ArgAction::SetTrue),
             })
         })
@@ -133,7 +156,7 @@ impl Given {
         let flags = rows
             .iter()
             .filter_map(|s| match s.arg {
-                Arg::Value(_) => m
+                Arg::Value(_) | Arg::Choice(_) => m
                     .get_one::<String>(s.key)
                     .map(|v| (s.key, Flag::Value(v.clone()))),
                 Arg::Switch => m.get_flag(s.key).then_some((s.key, Flag::Switch)),
@@ -143,6 +166,39 @@ impl Given {
             config: m.get_one::<PathBuf>("config").cloned(),
             flags,
         }
+    }
+}
+
+/// What a shell may complete a value with, from the help's name for it: files for files,
+/// nothing (rather than file names) for numbers, addresses and names.
+fn hint(value_name: &str) -> ValueHint {
+    match value_name {
+        "FILE" | "PEMFILE" => ValueHint::FilePath,
+        "URL" => ValueHint::Url,
+        _ => ValueHint::Other,
+    }
+}
+
+/// A choice's value parser: it takes any text, so a bad value is reported by the settings
+/// layer with every other problem (exit 64), yet tells `--help` and the completion scripts
+/// the names it expects.
+#[derive(Clone)]
+struct Offered(fn() -> Vec<PossibleValue>);
+
+impl TypedValueParser for Offered {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new((self.0)().into_iter()))
     }
 }
 

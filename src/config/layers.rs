@@ -8,6 +8,8 @@ use ::config::{Config, ConfigError, Environment, File, FileFormat, Map, Source, 
 
 use super::cli::{Flag, Given};
 use super::env::Env;
+use super::origin::Origin;
+use super::suggest;
 use super::table::{self, ENV_CONFIG, ENV_PREFIX};
 
 // `Environment` labels every value it produces with this origin.
@@ -21,7 +23,8 @@ impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("invalid settings:")?;
         for problem in &self.0 {
-            write!(f, "\n  - {problem}")?;
+            // A long explanation's own lines stay under its bullet.
+            write!(f, "\n  - {}", problem.replace('\n', "\n    "))?;
         }
         Ok(())
     }
@@ -43,6 +46,13 @@ pub(super) struct Layered {
     pub(super) errors: Vec<String>,
     /// Put before every message: which `[[routes]]` table it is about.
     context: String,
+    /// Keys that a reported typo probably meant, and whether the config file could not be
+    /// read at all: either way a missing value is no news, so "X is required" is not said.
+    pub(super) suggested: Vec<&'static str>,
+    pub(super) file_unreadable: bool,
+    /// The config file as the user named it (the `config` crate labels its values with a
+    /// path relative to the working directory instead).
+    file_path: Option<PathBuf>,
 }
 
 impl Layered {
@@ -52,11 +62,28 @@ impl Layered {
             .config
             .clone()
             .or_else(|| env.get(ENV_CONFIG).map(PathBuf::from));
-        // Loaded on its own first so that a bad file is one reported problem, not the end of validation.
-        let file = config.and_then(|path| match load_file(&path) {
-            Ok(file) => Some(file),
+        let mut suggested = Vec::new();
+        let mut file_unreadable = false;
+        // Loaded on its own first so that a bad file is one reported problem, not the end of
+        // validation. A file with unknown keys is reported and still used, so that its other
+        // keys count and no "is required" follows for what it does give.
+        let file = config.clone().and_then(|path| match load_file(&path) {
+            Ok((file, unknown)) => {
+                for key in unknown {
+                    let keys = table::top_level().map(|s| s.key).chain(["routes"]);
+                    let hint = suggest::hint(&key, keys);
+                    suggested.extend(hint.target().and_then(|k| table::find(k)).map(|s| s.key));
+                    errors.push(format!(
+                        "config file {}: unknown key `{key}`: {}",
+                        path.display(),
+                        hint.text(|k| format!("`{k}`"))
+                    ));
+                }
+                Some(file)
+            }
             Err(e) => {
                 errors.push(e);
+                file_unreadable = true;
                 None
             }
         });
@@ -75,10 +102,15 @@ impl Layered {
         }
         unknown_env.sort();
         for name in unknown_env {
-            let known: Vec<String> = table::top_level().map(|s| table::env_name(s.key)).collect();
+            let suffix = name.get(ENV_PREFIX.len()..).unwrap_or_default();
+            // IAP_PROXY_CONFIG names the file: not a setting, but a name one may mistype.
+            let config_key = &ENV_CONFIG[ENV_PREFIX.len()..];
+            let keys = table::top_level().map(|s| s.key).chain([config_key]);
+            let hint = suggest::hint(suffix, keys);
+            suggested.extend(hint.target().and_then(|k| table::find(k)).map(|s| s.key));
             errors.push(format!(
-                "unknown environment variable {name}: probably a typo; known ones are {}",
-                known.join(", ")
+                "unknown environment variable {name}: {}",
+                hint.text(table::env_name)
             ));
         }
 
@@ -102,6 +134,9 @@ impl Layered {
             flags: flag_keys,
             errors,
             context: String::new(),
+            suggested,
+            file_unreadable,
+            file_path: config,
         }
     }
 
@@ -120,6 +155,9 @@ impl Layered {
             flags: self.flags.clone(),
             errors: Vec::new(),
             context,
+            suggested: self.suggested.clone(),
+            file_unreadable: self.file_unreadable,
+            file_path: self.file_path.clone(),
         }
     }
 
@@ -127,12 +165,16 @@ impl Layered {
         ConfigErrors(self.errors)
     }
 
-    pub(super) fn origin(&self, key: &str) -> String {
+    /// Which layer gave `key` its value.
+    pub(super) fn origin(&self, key: &str) -> Origin {
+        let Some(key) = table::find(key).map(|s| s.key) else {
+            return Origin::Default;
+        };
         match self.values.get(key).and_then(Value::origin) {
-            Some(ENV_ORIGIN) => table::env_name(key),
-            Some(file) => format!("config file {file}"),
-            None if self.flags.contains(&key) => table::flag_name(key),
-            None => "default".into(),
+            Some(ENV_ORIGIN) => Origin::Env(key),
+            Some(file) => Origin::File(self.file_path.clone().unwrap_or_else(|| file.into())),
+            None if self.flags.contains(&key) => Origin::Flag(key),
+            None => Origin::Default,
         }
     }
 
@@ -158,8 +200,9 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// Reads the TOML file and rejects keys we do not know, which are almost surely typos.
-fn load_file(path: &Path) -> Result<Config, String> {
+/// Reads the TOML file; returns it with the top-level keys we do not know (almost surely
+/// typos, each reported).
+fn load_file(path: &Path) -> Result<(Config, Vec<String>), String> {
     let file = Config::builder()
         .add_source(File::from(path).format(FileFormat::Toml).required(true))
         .build()
@@ -167,22 +210,12 @@ fn load_file(path: &Path) -> Result<Config, String> {
     let table = file
         .collect()
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    let mut unknown: Vec<&String> = table
-        .keys()
+    let mut unknown: Vec<String> = table
+        .into_keys()
         .filter(|k| k.as_str() != "routes" && !table::top_level().any(|s| s.key == k.as_str()))
         .collect();
-    if unknown.is_empty() {
-        return Ok(file);
-    }
     unknown.sort();
-    let unknown: Vec<String> = unknown.iter().map(|k| format!("`{k}`")).collect();
-    let known: Vec<&str> = table::top_level().map(|s| s.key).collect();
-    Err(format!(
-        "config file {}: unknown key {}; known keys are {}",
-        path.display(),
-        unknown.join(", "),
-        known.join(", ")
-    ))
+    Ok((file, unknown))
 }
 
 fn build(

@@ -146,10 +146,11 @@ impl Layered {
         text: &str,
         allow_non_loopback: bool,
     ) -> Option<SocketAddr> {
-        let Ok(addr) = text.parse::<SocketAddr>() else {
+        let Some(addr) = text.parse::<SocketAddr>().ok().or_else(|| localhost(text)) else {
             self.problem(
                 key,
-                "not an IP:port address; use e.g. 127.0.0.1:8080 or [::1]:8080 (or unix:PATH for listen)",
+                "not an IP:port address; use e.g. 127.0.0.1:8080, [::1]:8080 or localhost:8080 \
+                 (or unix:PATH for listen)",
             );
             return None;
         };
@@ -165,7 +166,7 @@ impl Layered {
         Some(addr)
     }
 
-    /// A path that must name a readable file now.
+    /// A path that must name a file now (whether it can be read is found when it is).
     pub(super) fn existing_file(&mut self, key: &str) -> Option<PathBuf> {
         let path = PathBuf::from(self.string(key)?);
         match std::fs::metadata(&path) {
@@ -175,7 +176,7 @@ impl Layered {
                 None
             }
             Err(e) => {
-                self.problem(key, &format!("cannot be read: {e}"));
+                self.problem(key, &format!("cannot be read: {}", missing_file(&e)));
                 None
             }
         }
@@ -189,7 +190,9 @@ impl Layered {
                 None
             }
             None => {
-                if !self.values.contains_key(key) {
+                // Not said when a reported typo or an unreadable config file may hold it.
+                let explained = self.file_unreadable || self.suggested.contains(&key);
+                if !self.values.contains_key(key) && !explained {
                     self.errors.push(format!(
                         "{key} is required: pass {}, set {} or put {key} = \"...\" in the config file (e.g. {example})",
                         table::flag_name(key),
@@ -268,7 +271,10 @@ impl Layered {
                 None
             }
             Err(e) => {
-                self.problem("credentials", &format!("cannot be used: {e}"));
+                self.problem(
+                    "credentials",
+                    &format!("cannot be used: {}", missing_file(&e)),
+                );
                 None
             }
         }
@@ -292,5 +298,28 @@ impl Layered {
                 None
             }
         }
+    }
+}
+
+/// `localhost:PORT` as a listen address: the IPv4 loopback address. Not looked up: the
+/// name is loopback by definition (RFC 6761), whatever a hosts file says, and a listener
+/// binds one address; clients that try `::1` first fall back to 127.0.0.1.
+fn localhost(text: &str) -> Option<SocketAddr> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host.trim_end_matches('.');
+    let port: u16 = port.parse().ok()?;
+    host.eq_ignore_ascii_case("localhost")
+        .then(|| SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)))
+}
+
+/// Why a configured path cannot be looked at: in words for the usual cases, the system's
+/// words (once) otherwise.
+fn missing_file(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "there is no such file; check the path".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "a directory on its path may not be searched by this user (permission denied)".into()
+        }
+        _ => e.to_string(),
     }
 }

@@ -7,7 +7,7 @@
 use ::config::{Map, Value, ValueKind};
 
 use super::layers::Layered;
-use super::table;
+use super::{suggest, table};
 
 /// Removes the file's `[[routes]]` tables from the top-level values and returns them;
 /// unknown or process-wide keys in a table are reported here.
@@ -35,20 +35,21 @@ pub(super) fn take_tables(l: &mut Layered) -> Vec<Map<String, Value>> {
             .filter(|k| !table::route_keys().any(|r| r == k.as_str()))
             .collect();
         bad.sort();
+        let mut meant = Vec::new();
         for key in bad {
             let why = if table::find(key).is_some() {
-                "is process-wide; set it at the top level of the file"
+                "is process-wide; set it at the top level of the file".to_owned()
             } else {
-                "is not a route key"
+                let hint = suggest::hint(key, table::route_keys());
+                meant.extend(hint.target().map(str::to_owned));
+                format!("is not a route key: {}", hint.text(|k| format!("`{k}`")))
             };
-            l.errors.push(format!(
-                "config file: [[routes]] #{}: `{key}` {why}; route keys are {}",
-                i + 1,
-                table::route_keys().collect::<Vec<_>>().join(", ")
-            ));
+            l.errors
+                .push(format!("config file: [[routes]] #{}: `{key}` {why}", i + 1));
         }
         for required in ["listen", "upstream"] {
-            if !table.contains_key(required) {
+            // A typo of it was reported just above.
+            if !table.contains_key(required) && !meant.iter().any(|m| m == required) {
                 l.errors.push(format!(
                     "config file: [[routes]] #{} needs its own `{required}` (only the other route keys are inherited)",
                     i + 1

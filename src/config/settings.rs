@@ -9,9 +9,11 @@ use clap::Parser;
 use url::Url;
 
 use super::cli::{Cli, ProxyArgs, TokenArgs};
+use super::distinct;
 use super::env::Env;
 use super::hosts::{AllowedHosts, AllowedOrigins};
 use super::layers::{ConfigErrors, For, Layered};
+use super::origin::Origin;
 use super::routes;
 use super::values::{AuthHeader, ListenAddr, LogFormat, TokenKind, is_loopback_ip};
 
@@ -49,6 +51,8 @@ pub struct ProcessSettings {
     pub access_log: bool,
     /// A non-loopback listener may go without a client secret.
     pub trust_network: bool,
+    /// How long start-up keeps asking the metadata server before deciding there is none.
+    pub metadata_wait: Duration,
 }
 
 /// One route: where it listens, what it forwards to, and how it gets its token.
@@ -60,6 +64,8 @@ pub struct RouteSettings {
     pub upstream: Url,
     pub audience: String,
     pub credentials: Option<PathBuf>,
+    /// Where `credentials` came from (a flag, a variable, the config file), for messages.
+    pub credentials_from: Origin,
     pub header: AuthHeader,
     /// `EMAIL[,DELEGATE…]`: impersonate EMAIL (through the delegates); empty for none.
     pub impersonate_service_account: Vec<String>,
@@ -119,7 +125,18 @@ impl Settings {
             routes.extend(RouteSettings::load(&mut rl, name, allow_non_loopback));
             l.errors.append(&mut rl.errors);
         }
-        check_distinct(&mut l, &routes);
+        let named: Vec<distinct::Named<'_>> = routes
+            .iter()
+            .map(|r| distinct::Named {
+                name: &r.name,
+                listen: &r.listen,
+            })
+            .collect();
+        distinct::check(
+            &mut l,
+            &named,
+            process.as_ref().and_then(|p| p.admin_listen),
+        );
         if let Some(p) = &process {
             check_exposure(&mut l, p, &routes);
         }
@@ -147,6 +164,7 @@ impl ProcessSettings {
         let max_connections = l.count("max_connections", 1, "connections");
         let access_log = l.boolean("access_log");
         let trust_network = l.boolean("trust_network");
+        let metadata_wait = l.seconds("metadata_wait", 1);
         Some(ProcessSettings {
             upstream_ca,
             allow_non_loopback,
@@ -160,6 +178,7 @@ impl ProcessSettings {
             max_connections: max_connections?,
             access_log,
             trust_network,
+            metadata_wait: metadata_wait?,
         })
     }
 }
@@ -171,6 +190,7 @@ impl RouteSettings {
         let upstream = l.upstream();
         let audience = l.audience();
         let credentials = l.credentials();
+        let credentials_from = l.origin("credentials");
         let header = l.choice::<AuthHeader>("header");
         let token_keys = l.token_keys();
         let client_secret_file = l.existing_file("client_secret_file");
@@ -188,6 +208,7 @@ impl RouteSettings {
             upstream: upstream?,
             audience: audience?,
             credentials,
+            credentials_from,
             header: header?,
             impersonate_service_account,
             iam_endpoint,
@@ -201,26 +222,6 @@ impl RouteSettings {
             allowed_upgrades: allowed_upgrades?,
             socket_mode: socket_mode?,
         })
-    }
-}
-
-/// Two routes cannot share a listener or a name.
-pub(super) fn check_distinct(l: &mut Layered, routes: &[RouteSettings]) {
-    for (i, a) in routes.iter().enumerate() {
-        for b in &routes[..i] {
-            if a.listen == b.listen {
-                l.errors.push(format!(
-                    "routes `{}` and `{}` both listen on {}; give each route its own listen address",
-                    b.name, a.name, a.listen
-                ));
-            }
-            if a.name == b.name {
-                l.errors.push(format!(
-                    "two routes are named `{}`; route names must be unique",
-                    a.name
-                ));
-            }
-        }
     }
 }
 
@@ -266,23 +267,36 @@ fn check_exposure(l: &mut Layered, process: &ProcessSettings, routes: &[RouteSet
 /// Validated settings of the `token` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSettings {
-    pub audience: String,
+    /// `None` for a self-signed JWT, whose audience is the upstream.
+    pub audience: Option<String>,
     pub credentials: Option<PathBuf>,
+    /// Where `credentials` came from, for messages.
+    pub credentials_from: Origin,
     pub upstream_ca: Option<PathBuf>,
     pub impersonate_service_account: Vec<String>,
     pub iam_endpoint: Url,
     pub token_kind: TokenKind,
     /// Only needed (and then required) for `--token-kind self-signed-jwt`.
     pub upstream: Option<Url>,
+    pub metadata_wait: Duration,
 }
 
 impl TokenSettings {
     /// Same layering as [`Settings::load`], so one config file serves both commands.
     pub fn load(args: &TokenArgs, env: &Env) -> Result<TokenSettings, ConfigErrors> {
         let mut l = Layered::new(args.given(), env, For::Token);
-        let audience = l.audience();
+        let token_keys = l.token_keys();
+        // A self-signed JWT's audience is the upstream: then that is required, not --audience.
+        let self_signed = matches!(token_keys, Some((_, _, TokenKind::SelfSignedJwt)));
+        let (audience, upstream) = if self_signed {
+            (None, l.upstream())
+        } else {
+            (l.audience(), None)
+        };
         let credentials = l.credentials();
+        let credentials_from = l.origin("credentials");
         let upstream_ca = l.upstream_ca();
+        let metadata_wait = l.seconds("metadata_wait", 1);
         if audience
             .as_deref()
             .is_some_and(|a| a.trim().eq_ignore_ascii_case(AUDIENCE_AUTO))
@@ -292,26 +306,22 @@ impl TokenSettings {
                 "`auto` needs an upstream to ask; the token command takes the IAP OAuth client ID itself",
             );
         }
-        let token_keys = l.token_keys();
-        // The upstream matters to the token command only as a self-signed JWT's audience.
-        let upstream = match token_keys {
-            Some((_, _, TokenKind::SelfSignedJwt)) => l.upstream(),
-            _ => None,
-        };
-        match (audience, token_keys) {
-            (Some(audience), Some((impersonate_service_account, iam_endpoint, token_kind)))
-                if l.errors.is_empty() =>
-            {
-                Ok(TokenSettings {
-                    audience,
-                    credentials,
-                    upstream_ca,
-                    impersonate_service_account,
-                    iam_endpoint,
-                    token_kind,
-                    upstream,
-                })
-            }
+        let ready = audience.is_some() || upstream.is_some();
+        match (token_keys, metadata_wait) {
+            (
+                Some((impersonate_service_account, iam_endpoint, token_kind)),
+                Some(metadata_wait),
+            ) if ready && l.errors.is_empty() => Ok(TokenSettings {
+                audience,
+                credentials,
+                credentials_from,
+                upstream_ca,
+                impersonate_service_account,
+                iam_endpoint,
+                token_kind,
+                upstream,
+                metadata_wait,
+            }),
             _ => Err(l.into_errors()),
         }
     }

@@ -16,12 +16,23 @@ pub(crate) enum Scope {
 }
 
 /// How the flag takes its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg {
     /// `--key VALUE`, shown as `VALUE` in the help.
     Value(&'static str),
+    /// `--key NAME`, NAME one of a value enum's: listed by `--help` and offered by shell
+    /// completions. `choices::<T>` gives them, so the enum is their one declaration.
+    Choice(fn() -> Vec<clap::builder::PossibleValue>),
     /// `--key` alone means true.
     Switch,
+}
+
+/// The names (and help) of a value enum's variants, for [`Arg::Choice`].
+pub(crate) fn choices<T: clap::ValueEnum>() -> Vec<clap::builder::PossibleValue> {
+    T::value_variants()
+        .iter()
+        .filter_map(clap::ValueEnum::to_possible_value)
+        .collect()
 }
 
 /// Whether `iap-proxy token` takes the setting too.
@@ -61,7 +72,8 @@ const fn row(
     }
 }
 
-use Arg::{Switch, Value};
+use super::values::{AuthHeader, LogFormat, TokenKind};
+use Arg::{Choice, Switch, Value};
 use Scope::{Process, Route, RouteTable};
 
 /// In the order `--help` shows them.
@@ -72,7 +84,8 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Value("ADDR"),
         Some("127.0.0.1:8080"),
         Token::No,
-        "Address to listen on: IPv4 or [IPv6]:port, or unix:PATH for a Unix socket",
+        "Address to listen on: IPv4:port, [IPv6]:port or localhost:port (127.0.0.1), or \
+         unix:PATH for a Unix socket",
     ),
     row(
         "upstream",
@@ -102,7 +115,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     row(
         "header",
         Route,
-        Value("authorization|proxy-authorization|x-serverless-authorization"),
+        Choice(choices::<AuthHeader>),
         Some("authorization"),
         Token::No,
         "Request header that carries the token",
@@ -126,7 +139,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     row(
         "log_format",
         Process,
-        Value("text|json"),
+        Choice(choices::<LogFormat>),
         Some("text"),
         Token::No,
         "Log output format",
@@ -206,7 +219,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
     row(
         "token_kind",
         Route,
-        Value("id-token|self-signed-jwt"),
+        Choice(choices::<TokenKind>),
         Some("id-token"),
         Token::Yes,
         "Token to send: a Google ID token, or a JWT signed by the key file itself",
@@ -295,6 +308,15 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Serve a non-loopback listener without a client secret: only trusted clients can reach it",
     ),
     row(
+        "metadata_wait",
+        Process,
+        Value("SECONDS"),
+        Some("10"),
+        Token::Yes,
+        "Seconds to keep asking the metadata server at start-up, when no other credential is \
+         found, before deciding there is none (on GKE it may start after the pod)",
+    ),
+    row(
         "name",
         RouteTable,
         Value("NAME"),
@@ -351,7 +373,7 @@ mod tests {
                 "{} twice",
                 s.key
             );
-            if s.arg == Switch {
+            if matches!(s.arg, Switch) {
                 assert_eq!(s.default, Some("false"), "{}", s.key);
             }
         }

@@ -9,8 +9,8 @@ use http_body_util::{BodyExt, Either, Empty, Limited};
 use url::Url;
 
 use super::{Discovered, GENERATED_RESPONSE, from_answer};
-use crate::outbound::chain;
 use crate::outbound::clients::UpstreamClient;
+use crate::outbound::{chain, tls_error};
 
 /// Enough of a body to explain an unexpected answer, never more.
 const MAX_BODY_CHARS: usize = 200;
@@ -34,6 +34,16 @@ pub enum DiscoveryError {
         "cannot discover the audience: {upstream} did not answer within {}s; pass --audience", .waited.as_secs()
     )]
     Timeout { upstream: String, waited: Duration },
+    /// The TLS handshake refused the upstream's certificate: a settings matter (which CA to
+    /// trust), not an unreachable host.
+    #[error(
+        "cannot discover the audience: the certificate of {upstream} is not trusted here \
+         ({reason}).\nPass --upstream-ca CA.pem with the CA that signed it (behind a \
+         TLS-inspecting corporate proxy:\nyour company's root CA; `openssl s_client -connect \
+         HOST:443 -showcerts </dev/null` shows the chain),\nor pass --audience to start \
+         without asking"
+    )]
+    UntrustedCertificate { upstream: String, reason: String },
     #[error(
         "cannot discover the audience: {upstream} does not answer like IAP (expected a 302 to accounts.google.com with client_id and x-goog-iap-generated-response: true); it answered {status}{headers}{body}; pass --audience (the IAP OAuth client ID)"
     )]
@@ -65,9 +75,15 @@ pub(crate) async fn discover(
         let response = client
             .request(request)
             .await
-            .map_err(|e| DiscoveryError::Unreachable {
-                upstream: shown.clone(),
-                reason: chain(&e),
+            .map_err(|e| match tls_error(&e) {
+                Some(tls) => DiscoveryError::UntrustedCertificate {
+                    upstream: shown.clone(),
+                    reason: tls.to_string(),
+                },
+                None => DiscoveryError::Unreachable {
+                    upstream: shown.clone(),
+                    reason: chain(&e),
+                },
             })?;
         let (parts, body) = response.into_parts();
         if let Some(found) = from_answer(parts.status, &parts.headers, upstream) {

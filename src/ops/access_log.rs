@@ -94,13 +94,26 @@ pub(crate) fn record(metrics: &Metrics, answered: &Answered<'_>, facts: Option<R
         "httpRequest.responseSize" = content_length(answered.response_headers),
         "httpRequest.remoteIp" = answered.remote.map(|r| r.ip().to_string()),
         "httpRequest.userAgent" = f.user_agent,
-        "httpRequest.protocol" = ?f.version,
+        "httpRequest.protocol" = protocol(f.version),
         "{} {} {} {:.1}ms",
         f.method,
         f.path,
         answered.status,
         latency.as_secs_f64() * 1000.0
     );
+}
+
+/// The protocol as Cloud Logging's `httpRequest.protocol` names it (a plain value, not
+/// `http::Version`'s Debug text).
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "other",
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

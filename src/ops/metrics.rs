@@ -49,9 +49,16 @@ pub(crate) struct RouteLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RefreshLabels {
-    pub(crate) source: Arc<str>,
+    /// The kind of credential (`service_account`, `metadata_server`…): never a path or an
+    /// email, which would make a series per file or account.
+    pub(crate) source: &'static str,
     /// `success` or `failure`.
     pub(crate) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 /// Every metric, registered once; handles are cheap to clone (atomics behind `Arc`s).
@@ -126,6 +133,19 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             token_expiry.clone(),
         );
+        // The usual `_build_info` gauge: always 1, the version in its label, so a dashboard
+        // can tell which release each process runs.
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version of iap-proxy in the label",
+            build_info,
+        );
         Metrics {
             registry,
             requests,
@@ -184,5 +204,10 @@ mod tests {
             text.contains("# TYPE iap_proxy_open_connections gauge"),
             "{text}"
         );
+        let build = format!(
+            "iap_proxy_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&build), "{text}");
     }
 }

@@ -20,20 +20,113 @@ use crate::config::LogFormat;
 /// Fields of access-log events with this prefix are nested under `httpRequest`.
 pub(crate) const HTTP_REQUEST_PREFIX: &str = "httpRequest.";
 
+/// The level when `RUST_LOG` is unset or unusable.
+const DEFAULT_LEVEL: &str = "info";
+
+/// Targets this program logs under (its own and its libraries'): a bare word in `RUST_LOG`
+/// that is neither a level nor one of these is a mistake, not a filter.
+const KNOWN_TARGETS: &[&str] = &[
+    "iap_proxy",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "tokio",
+    "tower",
+    "tower_http",
+    "mio",
+];
+
 /// Installs the global subscriber, writing to stderr. Only the first call in a process
-/// takes effect, which lets tests that run the proxy in-process call it freely.
+/// takes effect, which lets tests that run the proxy in-process call it freely. An unusable
+/// `RUST_LOG` is warned about and replaced by the default level, never left to silence
+/// every line.
 pub fn init(format: LogFormat, rust_log: Option<&str>) {
-    let filter = rust_log
-        .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (directives, problem) = directives(rust_log);
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new(DEFAULT_LEVEL));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let _already_set = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.event_format(CloudLoggingJson).try_init(),
     };
+    if let (Ok(()), Some(problem)) = (installed, problem) {
+        tracing::warn!(
+            rust_log = %rust_log.unwrap_or_default(),
+            "{problem}; logging at {DEFAULT_LEVEL}. Use a level (error, warn, info, debug, trace) \
+             or target=level, e.g. RUST_LOG=debug or RUST_LOG=iap_proxy=debug"
+        );
+    }
+}
+
+/// What is wrong with a `RUST_LOG` value.
+#[derive(Debug, thiserror::Error)]
+enum BadRustLog {
+    /// Bare words that name neither a level nor a target of ours (quoted, comma-separated).
+    #[error("RUST_LOG: {0} is neither a log level nor a target this program logs under")]
+    Strangers(String),
+    #[error("RUST_LOG is not a valid filter ({0})")]
+    Unparsable(String),
+}
+
+/// The filter to install for `RUST_LOG`, and what was wrong with it. A bare word is a
+/// target to tracing, so `RUST_LOG=verbose` would show only the (non-existent) target
+/// `verbose`: such words are dropped, and nothing left means the default level.
+fn directives(rust_log: Option<&str>) -> (String, Option<BadRustLog>) {
+    let Some(text) = rust_log.map(str::trim).filter(|t| !t.is_empty()) else {
+        return (DEFAULT_LEVEL.into(), None);
+    };
+    let mut kept = Vec::new();
+    let mut strangers = Vec::new();
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        let level = directive
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok();
+        if bare && !level && !KNOWN_TARGETS.contains(&directive) {
+            strangers.push(format!("`{directive}`"));
+        } else {
+            kept.push(directive);
+        }
+    }
+    let kept = kept.join(",");
+    let problem = if strangers.is_empty() {
+        EnvFilter::try_new(&kept)
+            .err()
+            .map(|e| BadRustLog::Unparsable(e.to_string()))
+    } else {
+        Some(BadRustLog::Strangers(strangers.join(", ")))
+    };
+    match (kept.is_empty(), &problem) {
+        (true, _) | (_, Some(BadRustLog::Unparsable(_))) => (DEFAULT_LEVEL.into(), problem),
+        (false, _) => (kept, problem),
+    }
+}
+
+/// `2025-01-31T12:00:00Z`: a time in UTC to the second, for log fields such as an expiry.
+pub(crate) fn utc_seconds(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days: days since 1970-01-01 to a proleptic Gregorian date.
+    let z = i64::try_from(days).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// One JSON object per line, in Cloud Logging's shape.
@@ -136,6 +229,43 @@ impl Visit for JsonVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_words_that_filter_nothing_are_refused() {
+        let cases: &[(Option<&str>, &str, bool)] = &[
+            (None, "info", false),
+            (Some("debug"), "debug", false),
+            (Some("WARN"), "WARN", false),
+            (
+                Some("iap_proxy=debug,hyper"),
+                "iap_proxy=debug,hyper",
+                false,
+            ),
+            (Some("verbose"), "info", true),
+            (Some("verbose,hyper=debug"), "hyper=debug", true),
+            (Some("debug=x=y"), "info", true),
+        ];
+        for (given, want, warned) in cases {
+            let (got, problem) = directives(*given);
+            assert_eq!(
+                (got.as_str(), problem.is_some()),
+                (*want, *warned),
+                "{given:?}"
+            );
+        }
+        let (_, problem) = directives(Some("verbose"));
+        assert!(problem.unwrap().to_string().contains("`verbose`"));
+    }
+
+    #[test]
+    fn utc_seconds_is_rfc3339() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(utc_seconds(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661); // 2000-02-29
+        assert_eq!(utc_seconds(t), "2000-02-29T01:01:01Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_767_225_599);
+        assert_eq!(utc_seconds(t), "2025-12-31T23:59:59Z");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

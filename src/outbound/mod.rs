@@ -7,6 +7,34 @@ pub(crate) mod clients;
 pub(crate) mod egress;
 pub(crate) mod tls;
 
+/// The TLS error inside a connection error, if that is what it is: where the certificate
+/// problem is (so a message can point at `--upstream-ca`). The rustls error arrives wrapped
+/// in io::Errors (tokio-rustls' InvalidData, then the connector's Other), whose `source()`
+/// skips the wrapped error, so each one is opened with `get_ref`.
+pub(crate) fn tls_error<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        let mut inner = e;
+        // Bounded: wrappers are few, and a cycle must not hang the caller.
+        for _ in 0..8 {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            match inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(next) => inner = next,
+                None => break,
+            }
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// The error and its causes on one line: hyper's errors keep the useful part
 /// ("invalid peer certificate: UnknownIssuer") in their sources.
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -2,7 +2,7 @@
 
 use tokio::net::TcpListener;
 
-use super::error::StartError;
+use super::error::{BindTarget, StartError};
 use crate::config::Settings;
 use crate::proxy::listener::{self, Listener};
 
@@ -29,10 +29,10 @@ impl Listeners {
         for route in settings.routes.iter().skip(routes.len()) {
             let listener = listener::bind(&route.listen, route.socket_mode)
                 .await
-                .map_err(|source| StartError::Bind {
-                    what: format!("route {}", route.name),
+                .map_err(|error| StartError::Bind {
+                    what: BindTarget::Route(route.name.clone()),
                     addr: route.listen.to_string(),
-                    source,
+                    error,
                 })?;
             routes.push(listener);
         }
@@ -41,10 +41,10 @@ impl Listeners {
                 Some(
                     TcpListener::bind(addr)
                         .await
-                        .map_err(|source| StartError::Bind {
-                            what: "the admin listener".into(),
+                        .map_err(|error| StartError::Bind {
+                            what: BindTarget::Admin,
                             addr: addr.to_string(),
-                            source,
+                            error,
                         })?,
                 )
             }

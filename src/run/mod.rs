@@ -3,6 +3,7 @@
 
 mod error;
 mod listeners;
+mod ready;
 mod routes;
 
 use std::future::Future;
@@ -12,8 +13,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
-pub use error::StartError;
+pub use error::{BindTarget, StartError};
 pub use listeners::Listeners;
 
 use crate::auth::{self, TokenHttp};
@@ -51,6 +53,12 @@ pub async fn serve(
     env: Env,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drain, StartError> {
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        routes = settings.routes.len(),
+        "iap-proxy {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
     let tls = tls::client_config(settings.process.upstream_ca.as_deref())?;
     let egress = Egress::from_env(&env)?;
     let clients = Clients::with_egress(tls.clone(), &egress);
@@ -59,10 +67,19 @@ pub async fn serve(
     let mut caches = routes::Caches::default();
     let mut servers = Vec::new();
     let mut admin_routes = Vec::new();
+    // Dropped (so aborted) whenever serve returns: each holds a handle on a token cache.
+    let mut announcers = JoinSet::new();
     for (route, listener) in settings.routes.iter().zip(listeners.routes) {
         let audience = routes::audience(route, &clients).await?;
         let tokens = caches
-            .get_or_spawn(route, &audience, &env, &token_http, &metrics)
+            .get_or_spawn(
+                route,
+                &audience,
+                &env,
+                &token_http,
+                &metrics,
+                settings.process.metadata_wait,
+            )
             .await?;
         let local = listener.local_addr().map_err(StartError::Listener)?;
         let listen_host = match &local {
@@ -86,10 +103,16 @@ pub async fn serve(
             listen = %local,
             upstream = %route.upstream,
             %audience,
-            header = ?route.header,
+            header = %route.header,
             client_secret = client_secret.is_some(),
             "iap-proxy listening"
         );
+        announcers.spawn(ready::announce(
+            route.name.clone(),
+            ready::client_url(&local),
+            audience.clone(),
+            tokens.clone(),
+        ));
         let name: Arc<str> = route.name.as_str().into();
         admin_routes.push((name.clone(), tokens));
         let opts = ServerOptions {
@@ -162,14 +185,22 @@ pub async fn serve(
 pub async fn fetch_token(settings: &TokenSettings, env: &Env) -> Result<auth::IdToken, StartError> {
     let tls = tls::client_config(settings.upstream_ca.as_deref())?;
     let http = TokenHttp::with_egress(tls, &Egress::from_env(env)?);
+    // A self-signed JWT has no --audience: its audience is the upstream.
+    let audience = match (&settings.audience, &settings.upstream) {
+        (Some(audience), _) => audience.clone(),
+        (None, Some(upstream)) => upstream.to_string(),
+        (None, None) => String::new(),
+    };
     let options = auth::SourceOptions {
         credentials: settings.credentials.as_deref(),
-        audience: &settings.audience,
+        credentials_from: &settings.credentials_from,
+        metadata_wait: settings.metadata_wait,
+        audience: &audience,
         impersonate: &settings.impersonate_service_account,
         iam_endpoint: &settings.iam_endpoint,
         token_kind: settings.token_kind,
         upstream: settings.upstream.as_ref(),
     };
-    let source = auth::source_from_settings(&options, env, http).await?;
-    Ok(source.fetch().await?)
+    let chosen = auth::source_from_settings(&options, env, http).await?;
+    Ok(chosen.source.fetch().await?)
 }

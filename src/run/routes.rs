@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 
@@ -56,6 +56,7 @@ impl Caches {
         env: &Env,
         http: &TokenHttp,
         metrics: &Metrics,
+        metadata_wait: Duration,
     ) -> Result<TokenCache, StartError> {
         let key = CacheKey {
             credentials: route.credentials.clone(),
@@ -72,19 +73,20 @@ impl Caches {
         }
         let options = auth::SourceOptions {
             credentials: route.credentials.as_deref(),
+            credentials_from: &route.credentials_from,
+            metadata_wait,
             audience,
             impersonate: &route.impersonate_service_account,
             iam_endpoint: &route.iam_endpoint,
             token_kind: route.token_kind,
             upstream: Some(&route.upstream),
         };
-        let source = auth::source_from_settings(&options, env, http.clone()).await?;
-        let name: Arc<str> = source.describe().into();
+        let chosen = auth::source_from_settings(&options, env, http.clone()).await?;
         let counter = |result| {
             metrics
                 .token_refreshes
                 .get_or_create(&RefreshLabels {
-                    source: name.clone(),
+                    source: chosen.kind.label(),
                     result,
                 })
                 .clone()
@@ -97,7 +99,7 @@ impl Caches {
             wait: route.token_wait,
             ..RefreshPolicy::default()
         };
-        let cache = TokenCache::spawn(source, policy, counters);
+        let cache = TokenCache::spawn(chosen.source, policy, counters);
         self.0.insert(key, cache.clone());
         Ok(cache)
     }

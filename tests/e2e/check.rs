@@ -89,6 +89,8 @@ async fn no_credentials_lists_the_places_looked() {
     let w = World::new().await;
     let mut s = w.settings();
     s.routes[0].credentials = None;
+    // Nothing listens there: the probe asks again until --metadata-wait runs out.
+    s.process.metadata_wait = std::time::Duration::from_secs(1);
     let metadata = format!("127.0.0.1:{}", closed_port());
     let env = Env::from_pairs([
         ("GCE_METADATA_HOST", metadata.as_str()),

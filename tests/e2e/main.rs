@@ -9,6 +9,8 @@ mod connection_limit;
 mod credentials;
 mod egress_and_modes;
 mod exposure;
+mod first_run;
+mod first_run_ready;
 mod operations;
 mod proxy;
 mod support_selftest;

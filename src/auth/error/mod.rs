@@ -10,13 +10,17 @@
 //! [`StartError`](crate::StartError) carries them.
 
 mod fetch;
+mod file;
 mod setup;
 
 pub(crate) use fetch::{
     BadToken, ExecutableResponseError, FetchError, MetadataHostProblem, ProcessError,
     SubjectProblem,
 };
+pub(crate) use file::{
+    APPLICATION_CREDENTIALS, CredPath, FileAccess, FoundBy, NOT_FOUND_FIXES, WrongFile,
+};
 pub(crate) use setup::{
-    Conflict, CredentialError, EndpointError, FieldProblem, JsonKind, Looked, Malformed,
-    NOT_FOUND_FIXES, NotAKey, ProbeFailure, Unsupported, not_found_summary,
+    Conflict, CredentialError, EndpointError, FieldProblem, JsonKind, Looked, Malformed, NotAKey,
+    ProbeFailure, Unsupported, not_found_summary,
 };

@@ -6,43 +6,47 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::file::{CredPath, FileAccess, NOT_FOUND_FIXES, WrongFile};
+
 /// Why no token source could be built from the settings.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error("{}\nFix it with one of:\n{NOT_FOUND_FIXES}", not_found_summary(.looked))]
     NotFound { looked: Vec<Looked> },
-    #[error("cannot read credentials file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("credentials file {path} is malformed: {problem}")]
-    Malformed { path: PathBuf, problem: Malformed },
+    #[error("{file} {problem}{}", read_fix(.file, .problem))]
+    ReadFile { file: CredPath, problem: FileAccess },
+    /// Another kind of file than a credential: a client secret, a saved token.
+    #[error("{file} {what}")]
+    NotACredential { file: CredPath, what: WrongFile },
+    #[error("{file} is malformed: {problem}")]
+    Malformed { file: CredPath, problem: Malformed },
     /// `field` is the path to it, nested ones dotted: `credential_source.format.type`.
-    #[error("credentials file {path}: field `{field}` {problem}")]
+    #[error("{file}: field `{field}` {problem}")]
     Field {
-        path: PathBuf,
+        file: CredPath,
         field: String,
         problem: FieldProblem,
     },
     #[error(
-        "credentials file {path}: field `type` is `{kind}`, which is not supported (expected service_account, authorized_user, impersonated_service_account or external_account)"
+        "{file}: field `type` is `{kind}`, which is not supported (expected service_account, \
+         authorized_user, impersonated_service_account or external_account)"
     )]
-    UnsupportedType { path: PathBuf, kind: String },
-    #[error("credentials file {path}: {what}")]
-    Unsupported { path: PathBuf, what: Unsupported },
+    UnsupportedType { file: CredPath, kind: String },
+    #[error("{file}: {what}")]
+    Unsupported { file: CredPath, what: Unsupported },
     #[error(
-        "credentials file {path} holds user credentials (authorized_user, OAuth client {client_id}): \
-         their ID tokens carry aud = {client_id}, but the audience is {audience}. Either \
-         (1) impersonate a service account: pass --impersonate-service-account SA@PROJECT.iam.gserviceaccount.com \
-         (you need roles/iam.serviceAccountTokenCreator on it: `gcloud iam service-accounts add-iam-policy-binding \
-         SA@PROJECT.iam.gserviceaccount.com --member=user:YOU@EXAMPLE.COM --role=roles/iam.serviceAccountTokenCreator`), or \
-         (2) add {client_id} to the IAP application's programmatic-access allowlist \
-         (`gcloud iap settings set iap-settings.yaml --project=PROJECT --resource-type=iap_web` with iap-settings.yaml: \
-         `accessSettings: {{oauthSettings: {{programmaticClients: [\"{client_id}\"]}}}}`) and pass --audience {client_id}"
+        "{file} holds user credentials (authorized_user, OAuth client {client_id}):\n\
+         their ID tokens carry aud = {client_id}, but the audience is {audience}. Either\n  \
+         (1) impersonate a service account: pass --impersonate-service-account SA@PROJECT.iam.gserviceaccount.com;\n      \
+         you need roles/iam.serviceAccountTokenCreator on it:\n      \
+         `gcloud iam service-accounts add-iam-policy-binding SA@PROJECT.iam.gserviceaccount.com \\\n        \
+         --member=user:YOU@EXAMPLE.COM --role=roles/iam.serviceAccountTokenCreator`\n  \
+         (2) or add {client_id} to the IAP application's programmatic-access allowlist and pass --audience {client_id}:\n      \
+         `gcloud iap settings set iap-settings.yaml --project=PROJECT --resource-type=iap_web`\n      \
+         with iap-settings.yaml: `accessSettings: {{oauthSettings: {{programmaticClients: [\"{client_id}\"]}}}}`"
     )]
     UserAudience {
-        path: PathBuf,
+        file: CredPath,
         client_id: String,
         audience: String,
     },
@@ -57,11 +61,28 @@ pub enum CredentialError {
     GcloudNotFound,
 }
 
-/// The fixes [`CredentialError::NotFound`] offers, one `  - …` line each.
-pub(crate) const NOT_FOUND_FIXES: &str = "  - `gcloud auth application-default login` (then --impersonate-service-account SA, see README)\n  \
-     - `gcloud iam service-accounts keys create key.json --iam-account=SA@PROJECT.iam.gserviceaccount.com` and --credentials key.json\n  \
-     - --credentials gcloud, to use the gcloud CLI's login\n  \
-     - run on Google Cloud (GCE, GKE, Cloud Run), where the metadata server provides credentials";
+/// What to do about a file that cannot be read, after the message: which setting to change,
+/// or how to let this user read it.
+fn read_fix(file: &CredPath, problem: &FileAccess) -> String {
+    let path = file.path.display();
+    match problem {
+        FileAccess::Missing | FileAccess::Directory => {
+            format!(";\n{}", file.found_by.how_to_change())
+        }
+        FileAccess::Denied {
+            file: owner,
+            process,
+        } => {
+            let group = process.map_or("GROUP".to_owned(), |p| p.gid.to_string());
+            let owner = owner.map_or("its owner".to_owned(), |o| format!("uid {}", o.uid));
+            format!(
+                ".\nLet this user read it, e.g. `chgrp {group} {path} && chmod 0640 {path}`, or run \
+                 iap-proxy as {owner};\nin a container, see the README's \"Key files in containers\""
+            )
+        }
+        FileAccess::Other(_) => String::new(),
+    }
+}
 
 /// What [`CredentialError::NotFound`] says before its fixes: every place looked at.
 pub(crate) fn not_found_summary(looked: &[Looked]) -> String {
@@ -92,10 +113,24 @@ pub enum Looked {
 pub enum ProbeFailure {
     #[error("not a valid host ({0})")]
     BadHost(String),
-    #[error("no answer within {0:?}")]
-    NoAnswer(Duration),
-    #[error("unreachable ({0})")]
-    Unreachable(String),
+    /// The name does not resolve: not on Google Cloud, so not worth waiting for.
+    #[error("the name does not resolve ({0})")]
+    NoSuchHost(String),
+    #[error(
+        "no answer within {}s ({attempts} attempt(s)); if it starts slowly (GKE), raise --metadata-wait",
+        .waited.as_secs()
+    )]
+    NoAnswer { waited: Duration, attempts: u32 },
+    #[error(
+        "unreachable for {}s ({attempts} attempt(s), last: {reason}); if it starts slowly (GKE), \
+         raise --metadata-wait",
+        .waited.as_secs()
+    )]
+    Unreachable {
+        reason: String,
+        waited: Duration,
+        attempts: u32,
+    },
     #[error("answered {0} without Metadata-Flavor: Google")]
     NotMetadata(http::StatusCode),
 }
@@ -235,4 +270,56 @@ pub enum EndpointError {
     },
     #[error("token endpoint {url} must use https (plain http is accepted only on a loopback host)")]
     Insecure { url: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::{FoundBy, Ids, Owner};
+    use super::*;
+
+    fn read_error(found_by: FoundBy, problem: FileAccess) -> String {
+        CredentialError::ReadFile {
+            file: CredPath {
+                path: PathBuf::from("/key.json"),
+                found_by,
+            },
+            problem,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn unreadable_files_say_what_to_change() {
+        let text = read_error(FoundBy::ApplicationCredentials, FileAccess::Missing);
+        assert!(
+            text.starts_with(
+                "credentials file /key.json (from GOOGLE_APPLICATION_CREDENTIALS) does not exist;\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("unset it"), "{text}");
+        let denied = FileAccess::Denied {
+            file: Some(Owner {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o600,
+            }),
+            process: Some(Ids {
+                uid: 65532,
+                gid: 65532,
+            }),
+        };
+        let text = read_error(FoundBy::flag(), denied);
+        for want in [
+            "(from --credentials) cannot be read: permission denied",
+            "mode 0600",
+            "runs as uid 65532",
+            "chgrp 65532 /key.json && chmod 0640 /key.json",
+            "run iap-proxy as uid 1000",
+            "Key files in containers",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+        assert!(text.lines().all(|l| l.len() <= 120), "{text}");
+    }
 }

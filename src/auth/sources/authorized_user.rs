@@ -1,16 +1,14 @@
 //! `authorized_user` files (from `gcloud auth application-default login`): a refresh-token
 //! grant yields an access token, and an ID token whose audience is the file's own client ID.
 
-use std::fmt;
-use std::path::PathBuf;
-
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
+use std::fmt;
 use url::Url;
 
 use crate::auth::access_token::{AccessToken, AccessTokenSource};
 use crate::auth::answer::TokenAnswer;
-use crate::auth::error::{BadToken, CredentialError, FetchError};
+use crate::auth::error::{BadToken, CredPath, CredentialError, FetchError};
 use crate::auth::file::CredFile;
 use crate::auth::redact::{Secret, endpoint_name};
 use crate::auth::token::{IdToken, TokenSource};
@@ -29,7 +27,7 @@ struct UserFile {
 
 /// A user's refresh token and the OAuth client it was issued to.
 pub(crate) struct AuthorizedUser {
-    path: PathBuf,
+    file: CredPath,
     client_id: String,
     client_secret: Secret,
     refresh_token: Secret,
@@ -40,7 +38,7 @@ pub(crate) struct AuthorizedUser {
 impl fmt::Debug for AuthorizedUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthorizedUser")
-            .field("path", &self.path)
+            .field("path", &self.file.path)
             .field("client_id", &self.client_id)
             .field("token_uri", &self.token_uri.as_str())
             .finish_non_exhaustive()
@@ -54,7 +52,7 @@ impl AuthorizedUser {
     ) -> Result<AuthorizedUser, CredentialError> {
         let f: UserFile = file.fields()?;
         Ok(AuthorizedUser {
-            path: file.path.clone(),
+            file: file.name(),
             client_id: file.required("client_id", f.client_id)?,
             client_secret: Secret::new(file.required("client_secret", f.client_secret)?),
             refresh_token: Secret::new(file.required("refresh_token", f.refresh_token)?),
@@ -68,7 +66,7 @@ impl AuthorizedUser {
     pub(crate) fn id_token_source(self, audience: &str) -> Result<UserIdToken, CredentialError> {
         if audience != self.client_id {
             return Err(CredentialError::UserAudience {
-                path: self.path,
+                file: self.file,
                 client_id: self.client_id,
                 audience: audience.to_owned(),
             });
@@ -91,7 +89,7 @@ impl AccessTokenSource for AuthorizedUser {
     fn describe(&self) -> String {
         format!(
             "authorized_user file {} (client {})",
-            self.path.display(),
+            self.file.path.display(),
             self.client_id
         )
     }
@@ -128,7 +126,11 @@ mod tests {
 
     fn load(json: serde_json::Value) -> Result<AuthorizedUser, CredentialError> {
         let bytes = json.to_string();
-        let file = CredFile::parse(Path::new("/adc.json"), bytes.as_bytes())?;
+        let file = CredFile::parse(
+            Path::new("/adc.json"),
+            crate::auth::error::FoundBy::flag(),
+            bytes.as_bytes(),
+        )?;
         AuthorizedUser::from_file(&file, test_server::client())
     }
 

@@ -143,7 +143,7 @@ fn subject(
         .is_some_and(|id| id.starts_with("aws"))
     {
         return Err(CredentialError::Unsupported {
-            path: file.path.clone(),
+            file: file.name(),
             what: Unsupported::Aws,
         });
     }
@@ -192,7 +192,7 @@ fn subject(
     };
     if env.get(ALLOW_EXECUTABLES) != Some("1") {
         return Err(CredentialError::Unsupported {
-            path: file.path.clone(),
+            file: file.name(),
             what: Unsupported::ExecutablesNotAllowed {
                 var: ALLOW_EXECUTABLES,
             },
@@ -247,7 +247,12 @@ mod tests {
             "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken",
             "credential_source": source,
         });
-        let file = CredFile::parse(Path::new("/w.json"), v.to_string().as_bytes()).unwrap();
+        let file = CredFile::parse(
+            Path::new("/w.json"),
+            crate::auth::error::FoundBy::flag(),
+            v.to_string().as_bytes(),
+        )
+        .unwrap();
         ExternalAccount::from_file(
             &file,
             &Env::from_pairs(env.iter().copied()),

@@ -80,7 +80,7 @@ impl ServiceAccount {
         let kind = file.kind()?;
         if kind != "service_account" {
             return Err(CredentialError::UnsupportedType {
-                path: file.path.clone(),
+                file: file.name(),
                 kind: kind.chars().take(64).collect(),
             });
         }

@@ -25,7 +25,11 @@ fn from_json(
     audience: &str,
     http: TokenHttp,
 ) -> Result<ServiceAccount, CredentialError> {
-    ServiceAccount::from_cred_file(&CredFile::parse(path, bytes)?, audience, http)
+    ServiceAccount::from_cred_file(
+        &CredFile::parse(path, crate::auth::error::FoundBy::flag(), bytes)?,
+        audience,
+        http,
+    )
 }
 
 fn load(file: &Value) -> Result<ServiceAccount, CredentialError> {
@@ -60,10 +64,10 @@ fn names_each_missing_or_empty_field() {
             }
             match load(&file).unwrap_err() {
                 CredentialError::Field {
-                    field: named, path, ..
+                    field: named, file, ..
                 } => {
                     assert_eq!(
-                        (named.as_str(), path.as_path()),
+                        (named.as_str(), file.path.as_path()),
                         (field, Path::new("/keys/sa.json"))
                     );
                 }
@@ -97,7 +101,11 @@ fn malformed_json_names_the_file_not_the_content() {
         text.contains("/k.json") && text.contains("line 1") && !text.contains("oops"),
         "{text}"
     );
-    let err = CredFile::read(Path::new("/nonexistent/sa.json")).err();
+    let err = CredFile::read(
+        Path::new("/nonexistent/sa.json"),
+        crate::auth::error::FoundBy::flag(),
+    )
+    .err();
     assert!(matches!(err, Some(CredentialError::ReadFile { .. })));
 }
 

@@ -76,6 +76,7 @@ fn assert_one_error(errors: &[String], want: &[&str]) {
 }
 
 mod credentials;
+mod first_run;
 mod layering;
 mod routes;
 mod validation;

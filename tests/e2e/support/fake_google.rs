@@ -81,6 +81,11 @@ pub(super) struct State {
     pub(super) access_tokens: Mutex<HashMap<String, String>>,
     /// Users, impersonation grants, workload identity pools: see fake_iam.rs.
     pub(super) iam: Mutex<Iam>,
+    /// The metadata server answers nothing before this instant (a GKE metadata server
+    /// that starts after the pod): requests arriving earlier are held until then.
+    pub(super) metadata_ready_at: Mutex<Option<tokio::time::Instant>>,
+    /// When each metadata probe (`GET /`) arrived.
+    pub(super) metadata_probes: Mutex<Vec<tokio::time::Instant>>,
 }
 
 pub struct FakeGoogle {
@@ -113,6 +118,8 @@ impl FakeGoogle {
             token_requests: Mutex::new(Vec::new()),
             access_tokens: Mutex::new(HashMap::new()),
             iam: Mutex::new(Iam::default()),
+            metadata_ready_at: Mutex::new(None),
+            metadata_probes: Mutex::new(Vec::new()),
         });
         let st = state.clone();
         let server = spawn_accept_loop(listener, move |stream| {
@@ -224,6 +231,15 @@ impl FakeGoogle {
     pub fn set_delay(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+    /// The metadata server holds every request until `after` from now, then answers: a
+    /// metadata server still starting.
+    pub fn answer_metadata_after(&self, after: Duration) {
+        *self.state.metadata_ready_at.lock().unwrap() = Some(tokio::time::Instant::now() + after);
+    }
+    /// When each metadata probe (`GET /` with any headers) arrived, in order.
+    pub fn metadata_probes(&self) -> Vec<tokio::time::Instant> {
+        self.state.metadata_probes.lock().unwrap().clone()
     }
     /// ID tokens issued, by either path.
     pub fn issued_count(&self) -> usize {

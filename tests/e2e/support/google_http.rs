@@ -283,6 +283,14 @@ fn token_answer(state: &State, failing: Option<u16>, form: &HashMap<String, Stri
 }
 
 async fn metadata(state: &State, req: Request<Incoming>) -> Resp {
+    if req.uri().path() == "/" {
+        let now = tokio::time::Instant::now();
+        state.metadata_probes.lock().unwrap().push(now);
+    }
+    let ready_at = *state.metadata_ready_at.lock().unwrap();
+    if let Some(at) = ready_at {
+        tokio::time::sleep_until(at).await;
+    }
     let headers = req.headers();
     let flavor_ok = headers
         .get("metadata-flavor")

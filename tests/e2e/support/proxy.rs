@@ -11,7 +11,7 @@ use iap_proxy::{Drain, StartError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub struct InProcess {
@@ -107,6 +107,8 @@ pub struct Binary {
     addr: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<String>>>,
     stdout: Arc<Mutex<Vec<String>>>,
+    /// Lines read from stderr so far: changes with each line, closes at end-of-file.
+    stderr_count: watch::Receiver<usize>,
     /// The two pipe readers; each ends at end-of-file, once the process has exited.
     readers: Vec<JoinHandle<()>>,
 }
@@ -188,6 +190,7 @@ impl Binary {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, listening) = oneshot::channel::<SocketAddr>();
         let mut tx = Some(tx);
+        let (count_tx, stderr_count) = watch::channel(0usize);
         let readers = vec![
             read_lines(
                 child.stderr.take().expect("stderr"),
@@ -199,8 +202,14 @@ impl Binary {
                         }
                     }
                 },
+                Some(count_tx),
             ),
-            read_lines(child.stdout.take().expect("stdout"), stdout.clone(), |_| {}),
+            read_lines(
+                child.stdout.take().expect("stdout"),
+                stdout.clone(),
+                |_| {},
+                None,
+            ),
         ];
         let binary = Binary {
             child,
@@ -208,6 +217,7 @@ impl Binary {
             addr: None,
             stderr,
             stdout,
+            stderr_count,
             readers,
         };
         (binary, listening)
@@ -259,6 +269,40 @@ impl Binary {
         (code, self)
     }
 
+    /// Waits (bounded) until `n` stderr lines satisfy `matches`, and returns those lines;
+    /// woken by each line read, not by polling.
+    pub async fn wait_for_stderr(
+        &self,
+        n: usize,
+        within: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let mut count = self.stderr_count.clone();
+        let found = |lines: &Mutex<Vec<String>>| -> Vec<String> {
+            let lines = lines.lock().unwrap();
+            lines.iter().filter(|l| matches(l)).cloned().collect()
+        };
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                let now = found(&self.stderr);
+                if now.len() >= n {
+                    return Some(now);
+                }
+                if count.changed().await.is_err() {
+                    return None; // stderr ended
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(Some(lines)) => lines,
+            _ => panic!(
+                "fewer than {n} matching stderr line(s) within {within:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
@@ -277,17 +321,22 @@ impl Binary {
     }
 }
 
-/// Collects the lines of `pipe` into `into`, showing each to `seen` first.
+/// Collects the lines of `pipe` into `into`, showing each to `seen` first and counting
+/// it in `count` after.
 fn read_lines(
     pipe: impl AsyncRead + Unpin + Send + 'static,
     into: Arc<Mutex<Vec<String>>>,
     mut seen: impl FnMut(&str) + Send + 'static,
+    count: Option<watch::Sender<usize>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             seen(&line);
             into.lock().unwrap().push(line);
+            if let Some(count) = &count {
+                count.send_modify(|n| *n += 1);
+            }
         }
     })
 }
