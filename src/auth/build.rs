@@ -75,6 +75,19 @@ pub(crate) async fn choose_source(
     })
 }
 
+/// The source a credentials file's `bytes` (read from `path`) make, checked as at
+/// start-up: for a reload, which must not put a broken file in use.
+pub(crate) fn source_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
+    let file = CredFile::parse(path, bytes)?;
+    from_file(&file, opts, Chain::parse(opts.impersonate), env, http)
+}
+
 fn not_self_signed(opts: &SourceOptions<'_>, credential: NotAKey) -> Result<(), CredentialError> {
     match opts.token_kind {
         TokenKind::IdToken => Ok(()),

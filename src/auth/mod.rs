@@ -19,8 +19,9 @@ mod test_server;
 mod token;
 mod token_http;
 
-pub(crate) use build::{SourceOptions, choose_source, source_from_settings};
+pub(crate) use build::{SourceOptions, choose_source, source_from_bytes, source_from_settings};
 pub(crate) use cache::TokenCache;
 pub(crate) use error::{CredentialError, FetchError};
+pub(crate) use redact::scrub;
 pub use token::IdToken;
 pub(crate) use token_http::TokenHttp;

@@ -49,6 +49,8 @@ pub struct ProcessSettings {
     pub access_log: bool,
     /// A non-loopback listener may go without a client secret.
     pub trust_network: bool,
+    /// How often the files read at start-up are checked for changes (zero: only on SIGHUP).
+    pub reload_interval: Duration,
 }
 
 /// One route: where it listens, what it forwards to, and how it gets its token.
@@ -147,6 +149,7 @@ impl ProcessSettings {
         let max_connections = l.count("max_connections", 1, "connections");
         let access_log = l.boolean("access_log");
         let trust_network = l.boolean("trust_network");
+        let reload_interval = l.seconds("reload_interval", 0);
         Some(ProcessSettings {
             upstream_ca,
             allow_non_loopback,
@@ -160,6 +163,7 @@ impl ProcessSettings {
             max_connections: max_connections?,
             access_log,
             trust_network,
+            reload_interval: reload_interval?,
         })
     }
 }

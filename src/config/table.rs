@@ -295,6 +295,15 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Serve a non-loopback listener without a client secret: only trusted clients can reach it",
     ),
     row(
+        "reload_interval",
+        Process,
+        Value("SECONDS"),
+        Some("2"),
+        Token::No,
+        "Seconds between checks of the credentials, --upstream-ca and --client-secret-file \
+         files for changes, which are then put in use (0: only on SIGHUP)",
+    ),
+    row(
         "name",
         RouteTable,
         Value("NAME"),
