@@ -12,3 +12,4 @@ mod exposure;
 mod operations;
 mod proxy;
 mod support_selftest;
+mod token_lifecycle;

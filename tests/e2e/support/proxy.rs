@@ -11,7 +11,7 @@ use iap_proxy::{Drain, StartError};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub struct InProcess {
@@ -107,6 +107,8 @@ pub struct Binary {
     addr: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<String>>>,
     stdout: Arc<Mutex<Vec<String>>>,
+    /// Counts stderr lines as they come, so a test can wait for one.
+    stderr_lines: watch::Receiver<usize>,
     /// The two pipe readers; each ends at end-of-file, once the process has exited.
     readers: Vec<JoinHandle<()>>,
 }
@@ -188,6 +190,7 @@ impl Binary {
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, listening) = oneshot::channel::<SocketAddr>();
         let mut tx = Some(tx);
+        let (count_tx, stderr_lines) = watch::channel(0usize);
         let readers = vec![
             read_lines(
                 child.stderr.take().expect("stderr"),
@@ -198,6 +201,7 @@ impl Binary {
                             let _ = tx.send(addr);
                         }
                     }
+                    count_tx.send_modify(|n| *n += 1);
                 },
             ),
             read_lines(child.stdout.take().expect("stdout"), stdout.clone(), |_| {}),
@@ -208,6 +212,7 @@ impl Binary {
             addr: None,
             stderr,
             stdout,
+            stderr_lines,
             readers,
         };
         (binary, listening)
@@ -259,6 +264,52 @@ impl Binary {
         (code, self)
     }
 
+    /// Waits (bounded) until a stderr line contains `needle`; returns the first such line.
+    pub async fn wait_for_stderr(&self, needle: &str, within: Duration) -> String {
+        let mut rx = self.stderr_lines.clone();
+        let find = || {
+            self.stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        };
+        let found = tokio::time::timeout(within, async {
+            loop {
+                if let Some(line) = find() {
+                    return Some(line);
+                }
+                if rx.changed().await.is_err() {
+                    return find();
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no stderr line with {needle:?} within {within:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+
+    /// `http://ADDR{path}` on the admin listener (`--admin-listen 127.0.0.1:0`), read off
+    /// its log line.
+    pub async fn admin_url(&self, path: &str) -> String {
+        let line = self
+            .wait_for_stderr("admin endpoints listening", Duration::from_secs(10))
+            .await;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("no addr= in {line}"));
+        format!("http://{addr}{path}")
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
@@ -277,7 +328,7 @@ impl Binary {
     }
 }
 
-/// Collects the lines of `pipe` into `into`, showing each to `seen` first.
+/// Collects the lines of `pipe` into `into`, showing each to `seen` once stored.
 fn read_lines(
     pipe: impl AsyncRead + Unpin + Send + 'static,
     into: Arc<Mutex<Vec<String>>>,
@@ -286,8 +337,9 @@ fn read_lines(
     tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            // Stored first, so whoever `seen` tells finds the line there.
+            into.lock().unwrap().push(line.clone());
             seen(&line);
-            into.lock().unwrap().push(line);
         }
     })
 }

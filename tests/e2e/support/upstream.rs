@@ -129,7 +129,13 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start(opts: UpstreamOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Upstream::start_at(0, opts).await
+    }
+
+    /// [`Upstream::start`] on `port` (0: any), with a CA of its own: started on the port of
+    /// a stopped one, it is the same upstream with a rotated certificate authority.
+    pub async fn start_at(port: u16, opts: UpstreamOptions) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind upstream");
         let port = listener.local_addr().expect("local addr").port();
@@ -238,6 +244,27 @@ impl Upstream {
                 )
             }
         }
+    }
+    /// Waits (bounded) for a request matching `pred` to reach the upstream; returns it.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Recorded {
+        let mut rx = self.shared.requests.subscribe();
+        let found = tokio::time::timeout(within, rx.wait_for(|rs| rs.iter().any(&pred))).await;
+        match found {
+            Ok(Ok(requests)) => requests.iter().find(|r| pred(r)).cloned().unwrap(),
+            _ => panic!(
+                "no request {what} reached the upstream within {within:?}; it saw {} requests",
+                self.requests().len()
+            ),
+        }
+    }
+    /// Resolves once the upstream's server (listener and connections) is gone after a drop.
+    pub fn on_stop(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        self.server.stopped.take().expect("on_stop called once")
     }
     /// Behave like Cloud Run: take the token from `X-Serverless-Authorization` first.
     pub fn set_serverless(&self, on: bool) {
