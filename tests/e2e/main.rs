@@ -11,5 +11,6 @@ mod egress_and_modes;
 mod exposure;
 mod operations;
 mod proxy;
+mod reload;
 mod support_selftest;
 mod token_lifecycle;
