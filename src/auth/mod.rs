@@ -8,6 +8,8 @@ mod adc;
 mod answer;
 mod build;
 pub(crate) mod cache;
+#[cfg(test)]
+mod credential_file_tests;
 pub(crate) mod error;
 mod file;
 pub(crate) mod jwt;
