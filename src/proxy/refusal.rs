@@ -64,7 +64,9 @@ where
         return Ok(Err(read));
     }
     let Some((method, uri, mut again_headers)) = replay else {
-        tracing::info!(
+        // Debug: with IAP refusing everything, one line per request would flood the log
+        // (the WARN above says what matters, once per token).
+        tracing::debug!(
             "IAP refused the token (401) of a request with a body, which cannot be sent again; passing the 401 on and refreshing the token for the next request"
         );
         return Ok(Ok(res));

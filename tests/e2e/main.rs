@@ -12,5 +12,6 @@ mod exposure;
 mod operations;
 mod proxy;
 mod reload;
+mod soak;
 mod support_selftest;
 mod token_lifecycle;

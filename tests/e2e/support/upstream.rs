@@ -99,6 +99,10 @@ pub(super) struct Shared {
     pub(super) ws_tasks: Mutex<Vec<AbortHandle>>,
     /// Cloud Run mode: `X-Serverless-Authorization` is read before the other two.
     serverless: AtomicBool,
+    /// Off: requests are answered but not recorded (a soak's hundreds of thousands).
+    recording: AtomicBool,
+    /// Requests not let through, recorded or not.
+    unauthorized: AtomicUsize,
     /// This many of the next requests with a valid token get IAP's 401 anyway, as when
     /// IAP no longer accepts a token the proxy still holds.
     reject_valid: AtomicUsize,
@@ -156,6 +160,8 @@ impl Upstream {
             sse: watch::channel(0).0,
             ws_tasks: Mutex::new(Vec::new()),
             serverless: AtomicBool::new(false),
+            recording: AtomicBool::new(true),
+            unauthorized: AtomicUsize::new(0),
             reject_valid: AtomicUsize::new(0),
             self_signed: Mutex::new(HashMap::new()),
             denied: Mutex::new(HashSet::new()),
@@ -269,6 +275,15 @@ impl Upstream {
     /// Behave like Cloud Run: take the token from `X-Serverless-Authorization` first.
     pub fn set_serverless(&self, on: bool) {
         self.shared.serverless.store(on, Ordering::SeqCst);
+    }
+    /// Stops recording requests (a soak sends too many to keep); they are still answered,
+    /// and those not let through still counted (`unauthorized_total`).
+    pub fn stop_recording(&self) {
+        self.shared.recording.store(false, Ordering::SeqCst);
+    }
+    /// Requests not let through (no, a refused or an expired token), recorded or not.
+    pub fn unauthorized_total(&self) -> usize {
+        self.shared.unauthorized.load(Ordering::SeqCst)
     }
     /// Answer IAP's 401 to the next `n` requests whose token is otherwise valid.
     pub fn reject_next_valid_tokens(&self, n: usize) {
@@ -462,7 +477,11 @@ async fn handle(
             Err(msg) => (AuthOutcome::Rejected(msg), None),
         },
     };
-    shared.requests.send_modify(|rs| {
+    let recording = shared.recording.load(Ordering::SeqCst);
+    shared.requests.send_if_modified(|rs| {
+        if !recording {
+            return false;
+        }
         rs.push(Recorded {
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
@@ -473,8 +492,12 @@ async fn handle(
             token_exp: verified.as_ref().map(|v| v.exp),
             email: verified.as_ref().map(|v| v.email.clone()),
             received_at_ms: now_ms,
-        })
+        });
+        true
     });
+    if outcome != AuthOutcome::Authorized {
+        shared.unauthorized.fetch_add(1, Ordering::SeqCst);
+    }
     let resp = match (outcome, verified) {
         (AuthOutcome::Authorized, Some(v)) => {
             let email = format!("accounts.google.com:{}", v.email);
