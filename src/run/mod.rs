@@ -150,8 +150,9 @@ pub async fn serve_with_reload(
         env,
         metrics: metrics.clone(),
     };
+    let files = reload::Files::new(reloads).await;
     let reload_task = tokio::spawn(reload::watch(
-        reloads,
+        files,
         settings.process.reload_interval,
         reload,
     ));

@@ -182,11 +182,10 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 /// Checks every file each `interval` (never when it is zero) and on each item of `signals`
 /// (SIGHUP), until dropped.
 pub(crate) async fn watch(
-    reloads: Reloads,
+    mut files: Files,
     interval: Duration,
     mut signals: impl Stream<Item = ()> + Unpin,
 ) {
-    let mut files = Files::new(reloads).await;
     let mut ticks = (!interval.is_zero()).then(|| {
         let mut t = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,7 +221,8 @@ pub(crate) async fn watch(
     }
 }
 
-struct Files {
+/// The files and what was last seen of each.
+pub(crate) struct Files {
     r: Reloads,
     credentials: Vec<Seen>,
     ca: Option<Seen>,
@@ -230,7 +230,9 @@ struct Files {
 }
 
 impl Files {
-    async fn new(r: Reloads) -> Files {
+    /// Reads every file once, so that only later changes count: call it before serving,
+    /// so a change made once the proxy answers is never taken for the start-up version.
+    pub(crate) async fn new(r: Reloads) -> Files {
         let mut credentials = Vec::new();
         for c in &r.credentials {
             credentials.push(Seen::new(c.path.clone(), "credentials").await);
