@@ -5,7 +5,7 @@
 //! never imports one above it):
 //! - `main.rs` — the binary: parse flags, load settings, start logging, [`serve`].
 //! - `run/` — start-up: bind every listener, build each route (audience, token cache,
-//!   upstream clients), serve, drain on shutdown.
+//!   upstream clients), serve, reload changed files, drain on shutdown.
 //! - [`check`] — `iap-proxy check`: run a route once and explain each usual mistake.
 //! - `proxy/` — the data path: listener, server, one request's way (headers, token,
 //!   forwarding, upgrades), the proxy's own answers, the client secret.
@@ -33,4 +33,4 @@ pub use auth::IdToken;
 pub use ops::telemetry;
 pub use proxy::listener;
 pub use proxy::server::Drain;
-pub use run::{BindTarget, Listeners, StartError, fetch_token, run, serve};
+pub use run::{BindTarget, Listeners, StartError, fetch_token, run, serve, serve_with_reload};

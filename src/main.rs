@@ -112,9 +112,29 @@ async fn serve(settings: Settings, env: Env) -> Result<Drain, StartError> {
     // Installed before anything binds: a SIGTERM that arrives just after the "listening"
     // line must start the drain, not kill the process with the default action.
     let shutdown = shutdown_signal();
+    // Likewise SIGHUP, whose default action would kill the process.
+    let reload = reload_signals();
     let listeners = iap_proxy::Listeners::bind(&settings).await?;
-    let drain = iap_proxy::serve(listeners, settings, env, shutdown).await?;
+    let drain = iap_proxy::serve_with_reload(listeners, settings, env, shutdown, reload).await?;
     Ok(drain)
+}
+
+/// Installs the SIGHUP handler now; the stream yields once per SIGHUP, which makes the
+/// proxy read its credentials, CA and client secret files again, as nginx and HAProxy do.
+fn reload_signals() -> impl futures_util::Stream<Item = ()> + Unpin + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => Some(hangup),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install the SIGHUP handler; files are still reloaded when they change (--reload-interval)");
+            None
+        }
+    };
+    Box::pin(futures_util::stream::unfold(hangup, |hangup| async move {
+        let mut hangup = hangup?;
+        hangup.recv().await?;
+        Some(((), Some(hangup)))
+    }))
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first of them.

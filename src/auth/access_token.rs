@@ -16,6 +16,8 @@ pub(crate) const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-p
 
 /// Treat an access token as spent this long before Google says it expires.
 const EARLY: Duration = Duration::from_secs(60);
+/// The longest `expires_in` believed, in seconds.
+const MAX_EXPIRES_IN: u64 = 24 * 3600;
 
 /// An OAuth access token and when it stops working.
 #[derive(Clone)]
@@ -45,11 +47,15 @@ impl AccessToken {
             .ok_or_else(|| BadToken::NoAccessToken {
                 endpoint: endpoint.to_owned(),
             })?;
-        // Without expires_in assume the usual hour; Google always sends it.
-        let expires_in = answer.expires_in.unwrap_or(3600);
+        // Without expires_in assume the usual hour; Google always sends it. A day bounds it:
+        // Google's access tokens live at most 12 hours, and a huge value must not overflow.
+        let expires_in = answer.expires_in.unwrap_or(3600).min(MAX_EXPIRES_IN);
+        let now = SystemTime::now();
         Ok(AccessToken {
             token,
-            expires_at: SystemTime::now() + Duration::from_secs(expires_in),
+            expires_at: now
+                .checked_add(Duration::from_secs(expires_in))
+                .unwrap_or(now),
         })
     }
 
@@ -149,5 +155,14 @@ mod tests {
             assert!(err.to_string().contains("E answered without"), "{err}");
         }
         assert!(!format!("{:?}", long.get().await.unwrap()).contains("t1"));
+    }
+
+    #[test]
+    fn an_absurd_expires_in_is_bounded_not_a_panic() {
+        let a = answer(json!({"access_token": "t", "expires_in": u64::MAX}));
+        let token = AccessToken::from_answer(a, "E").unwrap();
+        let left = token.expires_at.duration_since(SystemTime::now()).unwrap();
+        assert!(left <= Duration::from_secs(MAX_EXPIRES_IN), "{left:?}");
+        assert!(token.fresh());
     }
 }

@@ -121,6 +121,20 @@ pub(crate) async fn choose_source(
 
 type Built = (Arc<dyn TokenSource>, SourceKind);
 
+/// The source a credentials file's `bytes` (read from `path`, which `found_by` named) make,
+/// checked as at start-up: for a reload, which must not put a broken file in use.
+pub(crate) fn source_from_bytes(
+    path: &Path,
+    found_by: FoundBy,
+    bytes: &[u8],
+    opts: &SourceOptions<'_>,
+    env: &Env,
+    http: TokenHttp,
+) -> Result<Arc<dyn TokenSource>, CredentialError> {
+    let file = CredFile::parse(path, found_by, bytes)?;
+    from_file(&file, opts, Chain::parse(opts.impersonate), env, http).map(|(source, _)| source)
+}
+
 fn not_self_signed(opts: &SourceOptions<'_>, credential: NotAKey) -> Result<(), CredentialError> {
     match opts.token_kind {
         TokenKind::IdToken => Ok(()),

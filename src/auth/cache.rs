@@ -1,174 +1,121 @@
 //! The token cache: one background task keeps a fresh ID token; requests only read it.
 //!
-//! Requests never fetch: the refresher is the only caller of [`TokenSource::fetch`], so a
-//! thousand requests on a cold start still cause exactly one fetch. A request that finds a
-//! usable token takes it without waiting; one that finds none waits (bounded) for the next
-//! fetch to end, and is told why when it fails.
+//! Requests never fetch: the refresher (`refresher`) is the only caller of
+//! [`TokenSource::fetch`], so a thousand requests on a cold start still cause exactly one
+//! fetch. A request that finds a usable token takes it without waiting; one that finds none
+//! waits (bounded) for the next fetch to end, and is told why when it fails.
+//!
+//! The rules, each for a reason:
+//! - A token is usable while both its monotonic deadline and its wall-clock `exp` (each
+//!   less the margin) are ahead: the monotonic clock stands still while a laptop sleeps, the
+//!   wall clock can be set; either alone would send expired tokens.
+//! - A token already expired on arrival is a failed fetch (clock skew), retried with backoff.
+//! - IAP refusing a token brings its refresh forward, once per token; refusals in a row
+//!   (the token fetched because of a refusal is refused too) back off exponentially, so a
+//!   wrong audience costs one fetch a minute, not one per request (`policy`).
+//! - A refresher that panics is restarted; one that keeps crashing is given up, and
+//!   [`TokenCache::gave_up`] says so for `/healthz`.
+//! - A reloaded credential is tried with one fetch before it replaces the current one
+//!   ([`TokenCache::replace_source`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+mod policy;
+mod refresher;
+mod state;
 
-use prometheus_client::metrics::counter::Counter;
-use rand::Rng;
-use tokio::sync::{Notify, watch};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+
+pub(crate) use policy::RefreshPolicy;
+use refresher::Ctx;
+use state::{Candidate, Refusals, State};
+pub(crate) use state::{FetchCounters, NoToken};
 
 use super::error::FetchError;
 use super::token::{IdToken, TokenSource};
 
-/// When to refresh and how to retry. The defaults suit Google's one-hour tokens and still
-/// behave for the two-second tokens tests use.
-#[derive(Debug, Clone)]
-pub(crate) struct RefreshPolicy {
-    /// Refresh after this share of the token's remaining lifetime (a random point between).
-    pub(crate) refresh_at: (f64, f64),
-    /// Never refresh sooner than this after a fetch, so a token that is nearly expired on
-    /// arrival cannot turn the refresher into a hot loop.
-    pub(crate) min_refresh_delay: Duration,
-    /// Stop handing out a token this long before it expires, bounded by a tenth of its
-    /// lifetime: a request still needs time to reach IAP, whose clock may run ahead.
-    pub(crate) max_expiry_margin: Duration,
-    pub(crate) first_backoff: Duration,
-    /// Backoff ceiling while a usable token is still held.
-    pub(crate) max_backoff: Duration,
-    /// Backoff ceiling while requests are waiting without a token: recover quickly.
-    pub(crate) max_backoff_without_token: Duration,
-    /// How long a request without a usable token waits for a fetch.
-    pub(crate) wait: Duration,
+/// What happened with IAP's refusal of a token, for the request that met it.
+#[derive(Debug, Default)]
+pub(crate) struct Refusal {
+    /// A newer token is already usable: the request can be sent again with it now.
+    pub(crate) newer: Option<Arc<IdToken>>,
+    /// A fresh token is being fetched without delay: worth waiting for ([`TokenCache::newer_than`]).
+    pub(crate) fetching_now: bool,
+    /// Set once per token, when the refused token was itself fetched because its
+    /// predecessor was refused: IAP refuses fresh tokens, and someone should look.
+    pub(crate) repeated: Option<Repeated>,
 }
 
-impl Default for RefreshPolicy {
-    fn default() -> Self {
-        RefreshPolicy {
-            refresh_at: (0.70, 0.80),
-            min_refresh_delay: Duration::from_millis(250),
-            max_expiry_margin: Duration::from_secs(30),
-            first_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(30),
-            max_backoff_without_token: Duration::from_secs(4),
-            wait: Duration::from_secs(10),
-        }
-    }
+/// IAP refused fresh tokens in a row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Repeated {
+    /// Refused tokens in a row, this one included.
+    pub(crate) in_a_row: u32,
+    /// When the next forced refresh may happen.
+    pub(crate) next_refresh_in: Duration,
 }
 
-/// Why a request has no token. The text goes to the client as the 503 body, so it holds
-/// nothing secret (fetch errors never carry tokens); the fetch error itself is kept, shared,
-/// so the 503 can name its kind.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum NoToken {
-    /// The fetch this request waited for failed.
-    #[error("fetching an ID token from {source_name} failed: {error}")]
-    FetchFailed {
-        source_name: Arc<str>,
-        error: Arc<FetchError>,
-    },
-    /// No fetch ended within the wait; the last one to fail, if any, says why.
-    #[error("no ID token from {source_name} within {waited:?}{}", last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
-    TimedOut {
-        source_name: Arc<str>,
-        waited: Duration,
-        last_error: Option<Arc<FetchError>>,
-    },
+/// Why a reloaded credential did not replace the current one.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotReplaced {
+    #[error("the first token from it could not be fetched: {0}")]
+    Fetch(Arc<FetchError>),
     #[error("the token refresher has stopped")]
     Stopped,
-}
-
-#[derive(Clone)]
-struct Cached {
-    token: Arc<IdToken>,
-    usable_until: Instant,
-}
-
-#[derive(Clone, Default)]
-struct State {
-    cached: Option<Cached>,
-    last_error: Option<Arc<FetchError>>,
-    /// Counts finished fetch attempts, so a waiter can tell a new failure from an old one.
-    attempts: u64,
-    /// Counts successful fetches: the serial number of the cached token.
-    serial: u64,
-}
-
-impl State {
-    fn usable(&self, now: Instant) -> Option<&Arc<IdToken>> {
-        self.cached
-            .as_ref()
-            .filter(|c| now < c.usable_until)
-            .map(|c| &c.token)
-    }
-}
-
-/// A request for a token newer than the one IAP refused: the refresher fetches early while
-/// `wanted` is above the cached token's serial. Many requests refusing the same token ask
-/// for the same serial, so they cause one fetch.
-#[derive(Default)]
-struct Forced {
-    wanted: AtomicU64,
-    wake: Notify,
 }
 
 /// A cheap handle on the shared token; clone it freely.
 #[derive(Clone)]
 pub(crate) struct TokenCache {
     rx: watch::Receiver<State>,
-    source_name: Arc<str>,
-    wait: Duration,
-    forced: Arc<Forced>,
+    audience: Arc<str>,
+    policy: Arc<RefreshPolicy>,
+    refusals: Arc<Refusals>,
+    candidates: mpsc::Sender<Candidate>,
 }
 
 impl TokenCache {
-    /// Starts the refresher task, counting fetch outcomes into `counters`
-    /// (`iap_proxy_token_refreshes_total`); it stops when the last handle is dropped.
+    /// Starts the refresher for `source`, whose tokens are for `audience`, counting into
+    /// `counters`; it stops when the last handle is dropped.
     pub(crate) fn spawn(
         source: Arc<dyn TokenSource>,
+        audience: &str,
         policy: RefreshPolicy,
         counters: FetchCounters,
     ) -> TokenCache {
-        let (tx, rx) = watch::channel(State::default());
-        let source_name: Arc<str> = source.describe().into();
-        let wait = policy.wait;
-        let forced = Arc::new(Forced::default());
-        tokio::spawn(refresh_loop(source, policy, tx, forced.clone(), counters));
-        TokenCache {
+        let (tx, rx) = watch::channel(State {
+            source_name: source.describe().into(),
+            ..State::default()
+        });
+        let (candidates, mailbox) = mpsc::channel(1);
+        let refusals = Arc::new(Refusals::default());
+        let cache = TokenCache {
             rx,
-            source_name,
-            wait,
-            forced,
-        }
-    }
-
-    /// A token newer than `stale` (which IAP refused): taken at once if the refresher already
-    /// has one, else fetched early, the wait bounded as in [`TokenCache::get`]. However many
-    /// requests refuse the same token at once, one fetch serves them all.
-    pub(crate) async fn force_refresh(
-        &self,
-        stale: &Arc<IdToken>,
-    ) -> Result<Arc<IdToken>, NoToken> {
-        let mut rx = self.rx.clone();
-        let (stale_serial, seen_attempts) = {
-            let state = rx.borrow_and_update();
-            let newer = state
-                .cached
-                .as_ref()
-                .is_some_and(|c| !Arc::ptr_eq(&c.token, stale));
-            if newer {
-                if let Some(token) = state.usable(Instant::now()) {
-                    return Ok(token.clone());
-                }
-            }
-            (state.serial, state.attempts)
+            audience: audience.into(),
+            policy: Arc::new(policy.clone()),
+            refusals: refusals.clone(),
+            candidates,
         };
-        self.forced
-            .wanted
-            .fetch_max(stale_serial + 1, Ordering::SeqCst);
-        self.forced.wake.notify_one();
-        self.wait_for(rx, seen_attempts, stale_serial + 1).await
+        let ctx = Ctx {
+            source: RwLock::new(source),
+            policy,
+            tx,
+            refusals,
+            candidates: tokio::sync::Mutex::new(mailbox),
+            counters,
+        };
+        tokio::spawn(refresher::supervise(Arc::new(ctx)));
+        cache
     }
 
     /// The current token if it is usable now; never waits.
     pub(crate) fn current(&self) -> Option<Arc<IdToken>> {
-        self.rx.borrow().usable(Instant::now()).cloned()
+        self.rx
+            .borrow()
+            .usable(Instant::now(), self.policy.clock.now())
+            .cloned()
     }
 
     /// The current token, or the outcome of the next fetch when none is usable.
@@ -176,12 +123,111 @@ impl TokenCache {
         let mut rx = self.rx.clone();
         let seen_attempts = {
             let state = rx.borrow_and_update();
-            if let Some(token) = state.usable(Instant::now()) {
+            if let Some(token) = state.usable(Instant::now(), self.policy.clock.now()) {
                 return Ok(token.clone());
             }
             state.attempts
         };
+        // The refresher may not know yet: after a suspend its timers are late.
+        self.refusals.wake.notify_one();
         self.wait_for(rx, seen_attempts, 0).await
+    }
+
+    /// Records that IAP refused `stale`, and says what the request can do about it.
+    ///
+    /// The first refusal of a token brings its refresh forward (one fetch, however many
+    /// requests refuse it at once). If that token was itself fetched because of a refusal,
+    /// the refresh waits `refusal_backoff` (1 s, 2 s, … up to a minute), and the request
+    /// is told so ([`Refusal::repeated`], once per token) rather than made to wait.
+    pub(crate) fn refused(&self, stale: &Arc<IdToken>) -> Refusal {
+        let now = Instant::now();
+        let (serial, consecutive) = {
+            let state = self.rx.borrow();
+            match &state.cached {
+                Some(c) if Arc::ptr_eq(&c.token, stale) => (
+                    c.serial,
+                    c.forced && now.duration_since(c.fetched_at) < self.policy.refusal_window,
+                ),
+                // Refused an older token: the current one may be fine.
+                _ => {
+                    return Refusal {
+                        newer: state.usable(now, self.policy.clock.now()).cloned(),
+                        ..Refusal::default()
+                    };
+                }
+            }
+        };
+        let mut book = self.refusals.book();
+        if book.refreshed_for >= serial {
+            return Refusal {
+                fetching_now: book.immediate_for == serial,
+                ..Refusal::default()
+            };
+        }
+        book.refreshed_for = serial;
+        book.in_a_row = if consecutive {
+            book.in_a_row.saturating_add(1)
+        } else {
+            1
+        };
+        let delay = policy::refusal_backoff(book.in_a_row, &self.policy);
+        book.wanted = book.wanted.max(serial + 1);
+        book.not_before = Some(now + delay);
+        if delay.is_zero() {
+            book.immediate_for = serial;
+        }
+        let repeated = consecutive.then_some(Repeated {
+            in_a_row: book.in_a_row,
+            next_refresh_in: delay,
+        });
+        drop(book);
+        self.refusals.wake.notify_one();
+        Refusal {
+            newer: None,
+            fetching_now: delay.is_zero(),
+            repeated,
+        }
+    }
+
+    /// A token newer than `stale` (which IAP refused): taken at once if the refresher already
+    /// has one, else the outcome of the fetch [`TokenCache::refused`] asked for, the wait
+    /// bounded as in [`TokenCache::get`].
+    pub(crate) async fn newer_than(&self, stale: &Arc<IdToken>) -> Result<Arc<IdToken>, NoToken> {
+        let mut rx = self.rx.clone();
+        let (min_serial, seen_attempts) = {
+            let state = rx.borrow_and_update();
+            let is_stale = state
+                .cached
+                .as_ref()
+                .is_none_or(|c| Arc::ptr_eq(&c.token, stale));
+            if !is_stale {
+                if let Some(token) = state.usable(Instant::now(), self.policy.clock.now()) {
+                    return Ok(token.clone());
+                }
+            }
+            (state.serial + u64::from(is_stale), state.attempts)
+        };
+        self.wait_for(rx, seen_attempts, min_serial).await
+    }
+
+    /// Tries `source` (built from a changed credentials file) with one fetch; if it yields a
+    /// token, that token is current at once and `source` replaces the old one. Otherwise
+    /// the old source and its token stay.
+    pub(crate) async fn replace_source(
+        &self,
+        source: Arc<dyn TokenSource>,
+    ) -> Result<(), NotReplaced> {
+        let (reply, answer) = oneshot::channel();
+        let candidate = Candidate { source, reply };
+        self.candidates
+            .send(candidate)
+            .await
+            .map_err(|_| NotReplaced::Stopped)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(NotReplaced::Fetch(error)),
+            Err(_) => Err(NotReplaced::Stopped),
+        }
     }
 
     /// Waits, at most `self.wait`, for a usable token of serial `min_serial` or later, or
@@ -192,28 +238,29 @@ impl TokenCache {
         seen_attempts: u64,
         min_serial: u64,
     ) -> Result<Arc<IdToken>, NoToken> {
-        let deadline = Instant::now() + self.wait;
+        let deadline = Instant::now() + self.policy.wait;
         loop {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Err(_elapsed) => {
+                    let state = rx.borrow();
                     return Err(NoToken::TimedOut {
-                        source_name: self.source_name.clone(),
-                        waited: self.wait,
-                        last_error: rx.borrow().last_error.clone(),
+                        source_name: state.source_name.clone(),
+                        waited: self.policy.wait,
+                        last_error: state.last_error.clone(),
                     });
                 }
                 Ok(Err(_closed)) => return Err(NoToken::Stopped),
                 Ok(Ok(())) => {
                     let state = rx.borrow_and_update();
                     if state.serial >= min_serial {
-                        if let Some(token) = state.usable(Instant::now()) {
+                        if let Some(token) = state.usable(Instant::now(), self.policy.clock.now()) {
                             return Ok(token.clone());
                         }
                     }
                     if state.attempts > seen_attempts {
                         if let Some(error) = &state.last_error {
                             return Err(NoToken::FetchFailed {
-                                source_name: self.source_name.clone(),
+                                source_name: state.source_name.clone(),
                                 error: error.clone(),
                             });
                         }
@@ -223,132 +270,39 @@ impl TokenCache {
         }
     }
 
-    /// Seconds until the current token expires, for readiness and metrics.
+    /// Time until the current token expires by the wall clock, for readiness and metrics.
     pub(crate) fn remaining(&self) -> Option<Duration> {
         let state = self.rx.borrow();
         let cached = state.cached.as_ref()?;
         cached
             .token
             .expires_at()
-            .duration_since(SystemTime::now())
+            .duration_since(self.policy.clock.now())
             .ok()
     }
 
-    pub(crate) fn source_name(&self) -> &str {
-        &self.source_name
+    /// What the current source is (it may change when its file is reloaded).
+    pub(crate) fn source_name(&self) -> Arc<str> {
+        self.rx.borrow().source_name.clone()
     }
-}
 
-/// Counters for fetch outcomes; detached ones (the default) count into nothing.
-#[derive(Clone, Default)]
-pub(crate) struct FetchCounters {
-    pub(crate) success: Counter,
-    pub(crate) failure: Counter,
-}
-
-async fn refresh_loop(
-    source: Arc<dyn TokenSource>,
-    policy: RefreshPolicy,
-    tx: watch::Sender<State>,
-    forced: Arc<Forced>,
-    counters: FetchCounters,
-) {
-    let mut failures: u32 = 0;
-    loop {
-        let outcome = source.fetch().await;
-        let now = Instant::now();
-        let delay = match outcome {
-            Ok(token) => {
-                failures = 0;
-                counters.success.inc();
-                let lifetime = token
-                    .expires_at()
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                let margin = (lifetime / 10).min(policy.max_expiry_margin);
-                let delay = refresh_delay(lifetime, &policy);
-                tracing::debug!(
-                    source = %source.describe(),
-                    lifetime_secs = lifetime.as_secs_f64(),
-                    refresh_in_secs = delay.as_secs_f64(),
-                    "fetched a new ID token"
-                );
-                tx.send_modify(|s| {
-                    s.cached = Some(Cached {
-                        token: Arc::new(token),
-                        usable_until: now + lifetime - margin,
-                    });
-                    s.last_error = None;
-                    s.attempts += 1;
-                    s.serial += 1;
-                });
-                delay
-            }
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                counters.failure.inc();
-                let holding = tx.borrow().usable(now).is_some();
-                let delay = backoff(failures, holding, &policy);
-                tracing::warn!(
-                    source = %source.describe(),
-                    error = %err,
-                    attempt = failures,
-                    retry_in_secs = delay.as_secs_f64(),
-                    holding_valid_token = holding,
-                    "ID token fetch failed"
-                );
-                let error = Arc::new(err);
-                tx.send_modify(|s| {
-                    s.last_error = Some(error);
-                    s.attempts += 1;
-                });
-                delay
-            }
-        };
-        let next = now + delay;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => break,
-                _ = forced.wake.notified() => {
-                    if forced.wanted.load(Ordering::SeqCst) > tx.borrow().serial {
-                        // Never sooner than min_refresh_delay after the last fetch: an
-                        // upstream refusing every token must not get a fetch per request.
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(now + policy.min_refresh_delay) => break,
-                            _ = tx.closed() => return,
-                        }
-                    }
-                }
-                _ = tx.closed() => return,
-            }
-        }
+    /// The audience the tokens are for.
+    pub(crate) fn audience(&self) -> &str {
+        &self.audience
     }
-}
 
-fn refresh_delay(lifetime: Duration, policy: &RefreshPolicy) -> Duration {
-    let (lo, hi) = policy.refresh_at;
-    let share = if hi > lo {
-        rand::rng().random_range(lo..hi)
-    } else {
-        lo
-    };
-    lifetime.mul_f64(share).max(policy.min_refresh_delay)
-}
-
-fn backoff(failures: u32, holding_token: bool, policy: &RefreshPolicy) -> Duration {
-    let ceiling = if holding_token {
-        policy.max_backoff
-    } else {
-        policy.max_backoff_without_token
-    };
-    let exp = policy
-        .first_backoff
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    // Up to 20 % jitter, downwards, so many proxies restarted together spread their retries.
-    let jitter = rand::rng().random_range(0.8..=1.0);
-    exp.min(ceiling).mul_f64(jitter)
+    /// Why the refresher is not running any more, once it crashed too often to restart.
+    pub(crate) fn gave_up(&self) -> Option<Arc<str>> {
+        self.rx.borrow().gave_up.clone()
+    }
 }
 
 #[cfg(test)]
+mod refusal_tests;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
 #[path = "cache_tests.rs"]
 mod tests;
+#[cfg(test)]
+mod time_tests;

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::future::BoxFuture;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 /// A token source whose answers the test scripts; its tokens are real JWT shapes.
 struct Scripted {
@@ -44,6 +45,15 @@ impl TokenSource for Scripted {
     }
 }
 
+fn spawn(source: Arc<Scripted>) -> TokenCache {
+    TokenCache::spawn(
+        source,
+        "a",
+        RefreshPolicy::default(),
+        FetchCounters::default(),
+    )
+}
+
 fn scripted(lifetime_secs: u64, fail: bool) -> Arc<Scripted> {
     Arc::new(Scripted {
         lifetime: Duration::from_secs(lifetime_secs),
@@ -56,11 +66,7 @@ fn scripted(lifetime_secs: u64, fail: bool) -> Arc<Scripted> {
 #[tokio::test(start_paused = true)]
 async fn concurrent_cold_start_waits_for_one_fetch() {
     let source = scripted(3600, false);
-    let cache = TokenCache::spawn(
-        source.clone(),
-        RefreshPolicy::default(),
-        FetchCounters::default(),
-    );
+    let cache = spawn(source.clone());
     let waiters: Vec<_> = (0..100)
         .map(|_| {
             tokio::spawn({
@@ -78,11 +84,7 @@ async fn concurrent_cold_start_waits_for_one_fetch() {
 #[tokio::test(start_paused = true)]
 async fn refreshes_at_most_80_percent_of_lifetime() {
     let source = scripted(100, false);
-    let cache = TokenCache::spawn(
-        source.clone(),
-        RefreshPolicy::default(),
-        FetchCounters::default(),
-    );
+    let cache = spawn(source.clone());
     cache.get().await.unwrap();
     tokio::time::sleep(Duration::from_secs(69)).await;
     assert_eq!(
@@ -101,11 +103,7 @@ async fn refreshes_at_most_80_percent_of_lifetime() {
 #[tokio::test(start_paused = true)]
 async fn failure_is_reported_and_recovers() {
     let source = scripted(3600, true);
-    let cache = TokenCache::spawn(
-        source.clone(),
-        RefreshPolicy::default(),
-        FetchCounters::default(),
-    );
+    let cache = spawn(source.clone());
     let err = cache.get().await.unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
     // The fetch's own error, typed, for the 503's code.
@@ -122,11 +120,7 @@ async fn failure_is_reported_and_recovers() {
 #[tokio::test(start_paused = true)]
 async fn keeps_last_good_token_while_refresh_fails() {
     let source = scripted(100, false);
-    let cache = TokenCache::spawn(
-        source.clone(),
-        RefreshPolicy::default(),
-        FetchCounters::default(),
-    );
+    let cache = spawn(source.clone());
     let first = cache.get().await.unwrap();
     *source.fail.lock().unwrap() = true;
     tokio::time::sleep(Duration::from_secs(85)).await;
@@ -142,19 +136,19 @@ async fn keeps_last_good_token_while_refresh_fails() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn force_refresh_fetches_once_for_many_callers() {
+async fn a_refusal_fetches_once_for_many_callers() {
     let source = scripted(3600, false);
-    let cache = TokenCache::spawn(
-        source.clone(),
-        RefreshPolicy::default(),
-        FetchCounters::default(),
-    );
+    let cache = spawn(source.clone());
     let stale = cache.get().await.unwrap();
     assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
     let callers: Vec<_> = (0..50)
         .map(|_| {
             let (cache, stale) = (cache.clone(), stale.clone());
-            tokio::spawn(async move { cache.force_refresh(&stale).await })
+            tokio::spawn(async move {
+                let refusal = cache.refused(&stale);
+                assert!(refusal.fetching_now && refusal.repeated.is_none());
+                cache.newer_than(&stale).await
+            })
         })
         .collect();
     let mut fresh = Vec::new();
@@ -165,7 +159,11 @@ async fn force_refresh_fetches_once_for_many_callers() {
     assert!(fresh.iter().all(|t| Arc::ptr_eq(t, &fresh[0])));
     assert!(!Arc::ptr_eq(&fresh[0], &stale));
     // Asking again about the old token finds the newer one without fetching.
-    let again = cache.force_refresh(&stale).await.unwrap();
+    assert!(Arc::ptr_eq(
+        &cache.refused(&stale).newer.unwrap(),
+        &fresh[0]
+    ));
+    let again = cache.newer_than(&stale).await.unwrap();
     assert!(Arc::ptr_eq(&again, &fresh[0]));
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
@@ -179,24 +177,25 @@ async fn force_refresh_fetches_once_for_many_callers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn force_refresh_is_paced_and_reports_failure() {
+async fn a_forced_refresh_is_paced_and_reports_failure() {
     let source = scripted(3600, false);
-    let cache = TokenCache::spawn(
-        source.clone(),
-        RefreshPolicy::default(),
-        FetchCounters::default(),
-    );
+    let cache = spawn(source.clone());
     let first = cache.get().await.unwrap();
     let started = Instant::now();
-    let second = cache.force_refresh(&first).await.unwrap();
+    assert!(cache.refused(&first).fetching_now);
+    let second = cache.newer_than(&first).await.unwrap();
     assert!(started.elapsed() >= RefreshPolicy::default().min_refresh_delay);
     *source.fail.lock().unwrap() = true;
-    let err = cache.force_refresh(&second).await.unwrap_err();
+    // Half an hour later a refusal is a new run: no backoff, and its failure is reported.
+    tokio::time::sleep(Duration::from_secs(1800)).await;
+    assert!(cache.refused(&second).fetching_now);
+    let err = cache.newer_than(&second).await.unwrap_err();
     assert!(err.to_string().contains("boom"), "{err}");
 }
 
 #[test]
 fn backoff_grows_and_is_capped() {
+    use super::policy::{backoff, refresh_delay};
     let p = RefreshPolicy::default();
     assert!(backoff(1, true, &p) <= p.first_backoff);
     assert!(backoff(3, true, &p) > p.first_backoff * 2);

@@ -51,7 +51,14 @@ pub(crate) fn unverified_claims(jwt: &str) -> Result<Claims, BadToken> {
     };
     let exp = match map.get("exp") {
         None => return Err(BadToken::NoExp),
-        Some(v) => seconds(v).ok_or(BadToken::BadExp)?,
+        Some(v) => match seconds(v) {
+            None => return Err(BadToken::BadExp),
+            Some(exp) if exp > MAX_SECONDS => {
+                let shown = v.to_string().chars().take(40).collect();
+                return Err(BadToken::ExpOutOfRange { exp: shown });
+            }
+            Some(exp) => exp,
+        },
     };
     let aud = match map.get("aud") {
         Some(Value::String(s)) => Some(s.clone()),
@@ -64,15 +71,24 @@ pub(crate) fn unverified_claims(jwt: &str) -> Result<Claims, BadToken> {
         aud,
         iss: text("iss"),
         email: text("email"),
-        iat: map.get("iat").and_then(seconds),
+        // Optional: one out of range is as good as none.
+        iat: map
+            .get("iat")
+            .and_then(seconds)
+            .filter(|iat| *iat <= MAX_SECONDS),
     })
 }
 
+/// 9999-12-31T23:59:59Z. Claims are bounded by it when read, so every later computation with
+/// them (`UNIX_EPOCH + exp`, deadlines on the monotonic clock) stays far from overflowing.
+pub(crate) const MAX_SECONDS: u64 = 253_402_300_799;
+
 /// NumericDate may legally be fractional; whole seconds are plenty for refresh decisions.
+/// A number too large for a u64 saturates (`as` does), for the caller's range check.
 fn seconds(v: &Value) -> Option<u64> {
     v.as_u64().or_else(|| {
         v.as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+            .filter(|f| f.is_finite() && *f >= 0.0)
             .map(|f| f as u64)
     })
 }
@@ -178,6 +194,12 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_exp_is_the_end_of_9999_and_an_absurd_iat_is_ignored() {
+        let c = unverified_claims(&jwt_with(r#"{"exp":253402300799,"iat":1e300}"#)).unwrap();
+        assert_eq!((c.exp, c.iat), (MAX_SECONDS, None));
+    }
+
+    #[test]
     fn padded_payload_is_accepted() {
         let padded = base64::engine::general_purpose::URL_SAFE.encode(r#"{"exp":12}"#);
         assert!(padded.ends_with('='));
@@ -201,6 +223,16 @@ mod tests {
             (jwt_with(r#"{"aud":"x"}"#), "no `exp`"),
             (jwt_with(r#"{"exp":"soon"}"#), "not a non-negative number"),
             (jwt_with(r#"{"exp":-5}"#), "not a non-negative number"),
+            (
+                jwt_with(r#"{"exp":9223372036854775807}"#),
+                "beyond the year 9999",
+            ),
+            (
+                jwt_with(r#"{"exp":18446744073709551615}"#),
+                "beyond the year 9999",
+            ),
+            (jwt_with(r#"{"exp":1e300}"#), "beyond the year 9999"),
+            (jwt_with(r#"{"exp":253402300800}"#), "beyond the year 9999"),
         ];
         for (jwt, expected) in cases {
             let r = unverified_claims(&jwt).unwrap_err().to_string();

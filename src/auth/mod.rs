@@ -8,6 +8,8 @@ mod adc;
 mod answer;
 mod build;
 pub(crate) mod cache;
+#[cfg(test)]
+mod credential_file_tests;
 pub(crate) mod error;
 mod file;
 pub(crate) mod jwt;
@@ -20,8 +22,9 @@ mod test_server;
 mod token;
 mod token_http;
 
-pub(crate) use build::{SourceOptions, choose_source, source_from_settings};
+pub(crate) use build::{SourceOptions, choose_source, source_from_bytes, source_from_settings};
 pub(crate) use cache::TokenCache;
-pub(crate) use error::{CredentialError, FetchError};
+pub(crate) use error::{CredentialError, FetchError, FoundBy};
+pub(crate) use redact::scrub;
 pub use token::IdToken;
 pub(crate) use token_http::TokenHttp;

@@ -54,9 +54,28 @@ impl IdToken {
     pub(crate) fn claims(&self) -> &Claims {
         &self.claims
     }
+    /// `exp` as a time. Claims are bounded when read (`jwt::MAX_SECONDS`), so the sum
+    /// cannot overflow; were it to, the token would count as long expired, never panic.
     pub(crate) fn expires_at(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(self.claims.exp)
+        at(self.claims.exp).unwrap_or(SystemTime::UNIX_EPOCH)
     }
+    /// `iat` as a time, when the token has one.
+    pub(crate) fn issued_at(&self) -> Option<SystemTime> {
+        self.claims.iat.and_then(at)
+    }
+    /// Who the token speaks for, for logs: its `email`, else its issuer (a self-signed JWT's
+    /// `iss` is the service account).
+    pub(crate) fn principal(&self) -> &str {
+        self.claims
+            .email
+            .as_deref()
+            .or(self.claims.iss.as_deref())
+            .unwrap_or("(no email claim)")
+    }
+}
+
+fn at(unix_secs: u64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(unix_secs))
 }
 
 impl fmt::Debug for IdToken {

@@ -4,6 +4,7 @@
 //! explanation, a 2xx one is read as the typed answer the caller asked for.
 
 use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +25,19 @@ use crate::outbound::egress::{Egress, EgressConnector};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token answers are a few KiB; anything far larger is not a token endpoint.
 const MAX_BODY: usize = 1024 * 1024;
+
+fn build(mut tls: rustls::ClientConfig, egress: &Egress) -> Inner {
+    // hyper-rustls panics on preset ALPN; we speak HTTP/1.1 only, so none is needed.
+    tls.alpn_protocols.clear();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(egress.connector(http));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
 
 /// A status and a fully read (size-capped) body.
 #[derive(Debug, Clone)]
@@ -54,10 +68,12 @@ impl Response {
     }
 }
 
-/// HTTP client for token endpoints. Cheap to clone: clones share the connection pool.
+type Inner = Client<HttpsConnector<EgressConnector>, Full<Bytes>>;
+
+/// HTTP client for token endpoints. Cheap to clone: clones share the pool (and `use_tls`).
 #[derive(Clone)]
 pub(crate) struct TokenHttp {
-    client: Client<HttpsConnector<EgressConnector>, Full<Bytes>>,
+    client: Arc<RwLock<Inner>>,
     timeout: Duration,
 }
 
@@ -73,21 +89,16 @@ impl TokenHttp {
     /// Uses `tls` for https endpoints, reached as `egress` says (a corporate proxy); plain
     /// http is allowed for loopback fakes and the metadata server (callers vet URLs with
     /// [`check_endpoint`]), and those are always direct.
-    pub(crate) fn with_egress(mut tls: rustls::ClientConfig, egress: &Egress) -> TokenHttp {
-        // hyper-rustls panics on preset ALPN; we speak HTTP/1.1 only, so none is needed.
-        tls.alpn_protocols.clear();
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(egress.connector(http));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+    pub(crate) fn with_egress(tls: rustls::ClientConfig, egress: &Egress) -> TokenHttp {
         TokenHttp {
-            client,
+            client: Arc::new(RwLock::new(build(tls, egress))),
             timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// A new client and pool, using `tls`, for this and every clone (a reloaded CA).
+    pub(crate) fn use_tls(&self, tls: rustls::ClientConfig, egress: &Egress) {
+        *self.client.write().unwrap_or_else(PoisonError::into_inner) = build(tls, egress);
     }
 
     /// Replaces the per-request deadline (connect, send and reading the whole answer).
@@ -177,7 +188,8 @@ impl TokenHttp {
             .body(Full::new(body))
             .map_err(|e| unreachable(&endpoint, &e))?;
         let exchange = async {
-            let response = self.client.request(request).await;
+            let client = Inner::clone(&self.client.read().unwrap_or_else(PoisonError::into_inner));
+            let response = client.request(request).await;
             let response = response.map_err(|e| unreachable(&endpoint, &e))?;
             let status = response.status();
             match Limited::new(response.into_body(), MAX_BODY).collect().await {

@@ -53,6 +53,8 @@ pub struct ProcessSettings {
     pub trust_network: bool,
     /// How long start-up keeps asking the metadata server before deciding there is none.
     pub metadata_wait: Duration,
+    /// How often the files read at start-up are checked for changes (zero: only on SIGHUP).
+    pub reload_interval: Duration,
 }
 
 /// One route: where it listens, what it forwards to, and how it gets its token.
@@ -165,6 +167,7 @@ impl ProcessSettings {
         let access_log = l.boolean("access_log");
         let trust_network = l.boolean("trust_network");
         let metadata_wait = l.seconds("metadata_wait", 1);
+        let reload_interval = l.seconds("reload_interval", 0);
         Some(ProcessSettings {
             upstream_ca,
             allow_non_loopback,
@@ -179,6 +182,7 @@ impl ProcessSettings {
             access_log,
             trust_network,
             metadata_wait: metadata_wait?,
+            reload_interval: reload_interval?,
         })
     }
 }

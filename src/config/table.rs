@@ -317,6 +317,15 @@ pub(crate) const SETTINGS: &[Setting] = &[
          found, before deciding there is none (on GKE it may start after the pod)",
     ),
     row(
+        "reload_interval",
+        Process,
+        Value("SECONDS"),
+        Some("2"),
+        Token::No,
+        "Seconds between checks of the credentials, --upstream-ca and --client-secret-file \
+         files for changes, which are then put in use (0: only on SIGHUP)",
+    ),
+    row(
         "name",
         RouteTable,
         Value("NAME"),

@@ -53,6 +53,18 @@ impl AdminState {
         (!reasons.is_empty()).then_some(reasons)
     }
 
+    /// Why the process is not alive any more, or `None` when it is: a route whose token
+    /// refresher crashed too often to be restarted will never have a token again.
+    pub(crate) fn not_alive(&self) -> Option<String> {
+        let mut reasons = String::new();
+        for (route, cache) in &self.routes {
+            if let Some(why) = cache.gave_up() {
+                let _ = writeln!(reasons, "route {route}: {why}");
+            }
+        }
+        (!reasons.is_empty()).then_some(reasons)
+    }
+
     fn refresh_gauges(&self) {
         for (route, cache) in &self.routes {
             let secs = cache.remaining().map(|d| d.as_secs_f64()).unwrap_or(0.0);
@@ -80,7 +92,10 @@ impl AdminState {
             );
         }
         match (req.method(), req.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n".into()),
+            (&Method::GET | &Method::HEAD, "/healthz") => match self.not_alive() {
+                None => text(StatusCode::OK, "ok\n".into()),
+                Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),
+            },
             (&Method::GET | &Method::HEAD, "/readyz") => match self.not_ready() {
                 None => text(StatusCode::OK, "ready\n".into()),
                 Some(reason) => text(StatusCode::SERVICE_UNAVAILABLE, reason),

@@ -61,6 +61,18 @@ struct BuildLabels {
     version: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SourceLabels {
+    /// The credential's kind (`service_account`, …), never a path or an email.
+    pub(crate) source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReloadLabels {
+    /// `credentials`, `upstream_ca` or `client_secret`.
+    pub(crate) what: &'static str,
+}
+
 /// Every metric, registered once; handles are cheap to clone (atomics behind `Arc`s).
 pub(crate) struct Metrics {
     pub(crate) registry: Registry,
@@ -71,6 +83,10 @@ pub(crate) struct Metrics {
     pub(crate) open_connections: Gauge,
     pub(crate) token_refreshes: Family<RefreshLabels, Counter>,
     pub(crate) token_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) iap_refusals: Family<RouteLabels, Counter>,
+    pub(crate) refresher_restarts: Family<SourceLabels, Counter>,
+    pub(crate) reloads: Family<ReloadLabels, Counter>,
+    pub(crate) reload_failures: Family<ReloadLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,6 +162,30 @@ impl Metrics {
             "Always 1; the version of iap-proxy in the label",
             build_info,
         );
+        let iap_refusals = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "iap_refusals",
+            "IAP's own 401s (x-goog-iap-generated-response): tokens IAP refused, replays included",
+            iap_refusals.clone(),
+        );
+        let refresher_restarts = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "token_refresher_restarts",
+            "Token refreshers restarted after a crash, by credential source",
+            refresher_restarts.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Changed files put in use: credentials, upstream_ca, client_secret",
+            reloads.clone(),
+        );
+        let reload_failures = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reload_failures",
+            "Changed files refused (the previous one stays in use): credentials, upstream_ca, client_secret",
+            reload_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -155,6 +195,10 @@ impl Metrics {
             open_connections,
             token_refreshes,
             token_expiry,
+            iap_refusals,
+            refresher_restarts,
+            reloads,
+            reload_failures,
         }
     }
 
@@ -188,8 +232,16 @@ mod tests {
             })
             .observe(0.003);
         m.token_expiry
-            .get_or_create(&RouteLabels { route })
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
             .set(42.0);
+        m.iap_refusals.get_or_create(&RouteLabels { route }).inc();
+        m.reload_failures
+            .get_or_create(&ReloadLabels {
+                what: "credentials",
+            })
+            .inc();
         let text = m.encode().unwrap();
         assert!(text.contains("iap_proxy_requests_total{route=\"default\",method=\"GET\",status_class=\"2xx\",origin=\"app\"} 1"), "{text}");
         assert!(
@@ -209,5 +261,13 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&build), "{text}");
+        assert!(
+            text.contains("iap_proxy_iap_refusals_total{route=\"default\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("iap_proxy_reload_failures_total{what=\"credentials\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use http::HeaderName;
 
@@ -15,8 +15,10 @@ pub(crate) const SECRET_HEADER: HeaderName = HeaderName::from_static("x-iap-prox
 /// Shortest secret accepted: guessing it must be hopeless.
 const MIN_LEN: usize = 16;
 
+/// Clones share the secret, so a reloaded file ([`ClientSecret::reload`]) changes it for
+/// every listener that uses it.
 #[derive(Clone)]
-pub(crate) struct ClientSecret(Arc<[u8]>);
+pub(crate) struct ClientSecret(Arc<RwLock<Arc<[u8]>>>);
 
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,36 +42,53 @@ pub enum SecretFileError {
 }
 
 impl ClientSecret {
-    /// Reads the file; surrounding whitespace (a trailing newline) is not part of the secret.
+    /// Reads the file.
     pub(crate) fn from_file(path: &Path) -> Result<ClientSecret, SecretFileError> {
-        let raw = std::fs::read(path).map_err(|source| SecretFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let trimmed = raw.trim_ascii();
-        if trimmed.len() < MIN_LEN {
-            return Err(SecretFileError::TooShort {
-                path: path.to_path_buf(),
-                len: trimmed.len(),
-            });
-        }
-        if !trimmed.iter().all(|b| b.is_ascii_graphic()) {
-            return Err(SecretFileError::NotHeaderSafe {
-                path: path.to_path_buf(),
-            });
-        }
-        Ok(ClientSecret(trimmed.into()))
+        Ok(ClientSecret(Arc::new(RwLock::new(read(path)?))))
+    }
+
+    /// Reads the file again; if it holds a good secret, that one is checked from now on,
+    /// else the old one stays and the error says why.
+    pub(crate) fn reload(&self, path: &Path) -> Result<(), SecretFileError> {
+        let secret = read(path)?;
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = secret;
+        Ok(())
     }
 
     /// Compares in time independent of where the first difference is.
     pub(crate) fn matches(&self, presented: &[u8]) -> bool {
-        let expected = &self.0;
+        let expected = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut diff = u8::from(presented.len() != expected.len());
         for (i, b) in expected.iter().enumerate() {
             diff |= b ^ presented.get(i).copied().unwrap_or(0);
         }
         diff == 0
     }
+}
+
+/// The file's secret: surrounding whitespace (a trailing newline) is not part of it.
+fn read(path: &Path) -> Result<Arc<[u8]>, SecretFileError> {
+    let raw = std::fs::read(path).map_err(|source| SecretFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let trimmed = raw.trim_ascii();
+    if trimmed.len() < MIN_LEN {
+        return Err(SecretFileError::TooShort {
+            path: path.to_path_buf(),
+            len: trimmed.len(),
+        });
+    }
+    if !trimmed.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(SecretFileError::NotHeaderSafe {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(trimmed.into())
 }
 
 #[cfg(test)]
@@ -97,5 +116,12 @@ mod tests {
         let err =
             ClientSecret::from_file(&secret_file("bin", b"0123456789abcdef\x01\x02")).unwrap_err();
         assert!(err.to_string().contains("printable"), "{err}");
+        // A reload puts a good secret in use for every clone and keeps the old one otherwise.
+        let clone = s.clone();
+        s.reload(&secret_file("new", b"new-secret-0123456789\n"))
+            .unwrap();
+        assert!(clone.matches(b"new-secret-0123456789"));
+        assert!(s.reload(&secret_file("short", b"abc")).is_err());
+        assert!(clone.matches(b"new-secret-0123456789"));
     }
 }

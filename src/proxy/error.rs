@@ -177,6 +177,8 @@ fn fetch_failure_code(err: &FetchError) -> &'static str {
         FetchError::Subject { .. } | FetchError::Gcloud(_) | FetchError::Sign { .. } => {
             "credential-failed"
         }
+        // The token came, dead: this machine's clock (or a stale cache) is to blame.
+        FetchError::ExpiredOnArrival { .. } => "clock-skew",
     }
 }
 
@@ -263,6 +265,13 @@ mod tests {
                 "no-token",
             ),
             (ProxyError::NoToken(NoToken::Stopped), "no-token"),
+            (
+                failed(FetchError::ExpiredOnArrival {
+                    exp: 1_000,
+                    now: 4_700,
+                }),
+                "clock-skew",
+            ),
         ];
         for (err, code) in cases {
             let body = err.to_string();

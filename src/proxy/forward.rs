@@ -3,14 +3,14 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::uri::{Authority, InvalidUri, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Either, Empty};
+use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use url::Url;
 
@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use super::body::ResBody;
 use super::error::ProxyError;
-use super::{headers, upgrade};
+use super::{headers, refusal, upgrade};
 use crate::auth::TokenCache;
 use crate::config::{AuthHeader, RouteSettings};
 use crate::iap;
@@ -35,7 +35,9 @@ pub(crate) struct Shared {
     authority: Authority,
     /// The upstream URL's path without its trailing slash, prefixed to every request path.
     base_path: String,
-    pub(crate) clients: Clients,
+    /// Replaced whole when `--upstream-ca` is reloaded: requests in flight keep the pool
+    /// they started with, new ones get the new pool.
+    clients: RwLock<Arc<Clients>>,
     pub(crate) tokens: TokenCache,
     pub(crate) header: AuthHeader,
     pub(crate) rewrite_redirects: bool,
@@ -47,6 +49,8 @@ pub(crate) struct Shared {
     upstream_latency: Histogram,
     bytes_in: Counter,
     bytes_out: Counter,
+    iap_refusals: Counter,
+    route: Arc<str>,
 }
 
 /// The configured upstream cannot be a request target: settings validated the URL, so this
@@ -83,12 +87,13 @@ impl Shared {
         let labels = RouteLabels {
             route: route.name.as_str().into(),
         };
+        let iap_refusals = metrics.iap_refusals.get_or_create(&labels).clone();
         Ok(Shared {
             upstream,
             scheme,
             authority,
             base_path,
-            clients,
+            clients: RwLock::new(Arc::new(clients)),
             tokens,
             header: route.header,
             rewrite_redirects: route.rewrite_redirects,
@@ -98,7 +103,22 @@ impl Shared {
             upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
             bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
+            iap_refusals,
+            route: labels.route,
         })
+    }
+
+    /// The upstream clients now (a reloaded CA replaces them).
+    pub(crate) fn clients(&self) -> Arc<Clients> {
+        self.clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts new upstream clients (a new pool) in use for the requests that start from now.
+    pub(crate) fn replace_clients(&self, clients: Clients) {
+        *self.clients.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(clients);
     }
 
     /// The upstream URI for a request: always the configured upstream, whatever authority
@@ -210,10 +230,11 @@ async fn forward(
         h.insert(header::UPGRADE, proto.clone());
     }
 
+    let clients = shared.clients();
     let http = if client_version == Version::HTTP_2 && upgrade.is_none() {
-        &shared.clients.main
+        &clients.main
     } else {
-        &shared.clients.http1
+        &clients.http1
     };
     // Kept only for a bodiless request, the one kind that can be sent again.
     let replay = replayable.then(|| {
@@ -224,24 +245,18 @@ async fn forward(
         )
     });
     let mut res = send(shared, http, out).await?;
-    if let Some((method, uri, mut again_headers)) = replay {
-        if iap::refused_token(res.status(), res.headers()) {
-            match shared.tokens.force_refresh(&token).await {
-                Ok(fresh) => {
-                    tracing::info!(%method, "IAP refused the token (401); replaying once with a fresh one");
-                    headers::set_token(&mut again_headers, shared.header, fresh.bearer());
-                    let mut again = Request::new(Either::Right(Empty::new()));
-                    *again.method_mut() = method;
-                    *again.uri_mut() = uri;
-                    *again.version_mut() = Version::HTTP_11;
-                    *again.headers_mut() = again_headers;
-                    res = send(shared, http, again).await?;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "IAP refused the token (401) and no fresh one came; passing the 401 on");
-                }
-            }
-        }
+    if iap::refused_token(res.status(), res.headers()) {
+        let refused = refusal::Context {
+            tokens: &shared.tokens,
+            header: shared.header,
+            route: &shared.route,
+            counter: &shared.iap_refusals,
+        };
+        let resend = |again| send(shared, http, again);
+        res = match refusal::after(refused, res, &token, replay, resend).await? {
+            Ok(res) => res,
+            Err(read) => return Ok(relay(shared, read, original_host.as_ref(), client_version)),
+        };
     }
 
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -267,12 +282,25 @@ async fn forward(
         }
     }
 
+    Ok(relay(shared, res, original_host.as_ref(), client_version))
+}
+
+/// The upstream's answer as the client gets it: hop-by-hop headers off, redirects pointed
+/// back at the proxy, the body streamed and counted.
+fn relay<B>(
+    shared: &Shared,
+    res: Response<B>,
+    original_host: Option<&HeaderValue>,
+    client_version: Version,
+) -> Response<ResBody>
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + Sync + Unpin + 'static,
+{
     let (mut parts, body) = res.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     if shared.rewrite_redirects {
         if let Some(location) = parts.headers.get(header::LOCATION) {
             let host = original_host
-                .as_ref()
                 .and_then(|h| h.to_str().ok().map(str::to_owned))
                 .unwrap_or_else(|| shared.listen_host.clone());
             if let Some(new) = headers::rewrite_location(location, &shared.upstream, &host) {
@@ -282,7 +310,7 @@ async fn forward(
     }
     parts.version = client_version;
     let body = CountingBody::new(body, shared.bytes_out.clone());
-    Ok(Response::from_parts(parts, body.boxed()))
+    Response::from_parts(parts, body.boxed())
 }
 
 async fn send(
@@ -322,7 +350,7 @@ fn replayable<B: http_body::Body>(body: &B) -> bool {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http_body_util::{Full, StreamBody};
+    use http_body_util::{Empty, Full, StreamBody};
 
     #[test]
     fn only_empty_bodies_are_replayable() {

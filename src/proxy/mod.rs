@@ -7,6 +7,7 @@
 //!   upgrades, the client secret (`client_secret`).
 //! - `forward` — one request's way: rewrite, token, forward, stream back.
 //! - `headers` — hop-by-hop, forwarding, token and `Location` header rules.
+//! - `refusal` — the warning when IAP refuses fresh tokens too, quoting IAP.
 //! - `upgrade` — WebSocket tunnels.
 //! - `body`, `error` — what the proxy answers: streamed bodies, and its own errors.
 
@@ -18,5 +19,6 @@ pub(crate) mod forward;
 pub(crate) mod headers;
 pub mod listener;
 mod observe;
+mod refusal;
 pub(crate) mod server;
 mod upgrade;

@@ -4,6 +4,7 @@
 mod error;
 mod listeners;
 mod ready;
+mod reload;
 mod routes;
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -46,12 +48,32 @@ pub async fn run(
 
 /// Builds every route and serves them until `shutdown` (or `POST /quitquitquit`), then
 /// drains: readiness turns 503 at once, serving goes on for `--max-sigterm-delay`, and
-/// in-flight requests get `--shutdown-grace` to finish.
+/// in-flight requests get `--shutdown-grace` to finish. Changed files are reloaded every
+/// `--reload-interval`.
 pub async fn serve(
     listeners: Listeners,
     settings: Settings,
     env: Env,
     shutdown: impl Future<Output = ()>,
+) -> Result<Drain, StartError> {
+    serve_with_reload(
+        listeners,
+        settings,
+        env,
+        shutdown,
+        futures_util::stream::pending(),
+    )
+    .await
+}
+
+/// [`serve`], also reloading the credentials, CA and client secret files at once on each
+/// item of `reload` (the binary's SIGHUP).
+pub async fn serve_with_reload(
+    listeners: Listeners,
+    settings: Settings,
+    env: Env,
+    shutdown: impl Future<Output = ()>,
+    reload: impl Stream<Item = ()> + Unpin + Send + 'static,
 ) -> Result<Drain, StartError> {
     tracing::info!(
         version = %env!("CARGO_PKG_VERSION"),
@@ -63,6 +85,7 @@ pub async fn serve(
     let egress = Egress::from_env(&env)?;
     let clients = Clients::with_egress(tls.clone(), &egress);
     let token_http = TokenHttp::with_egress(tls, &egress);
+    let mut client_secrets = Vec::new();
     let metrics = Arc::new(Metrics::new());
     let mut caches = routes::Caches::default();
     let mut servers = Vec::new();
@@ -95,7 +118,11 @@ pub async fn serve(
             &metrics,
         )?;
         let client_secret = match &route.client_secret_file {
-            Some(path) => Some(ClientSecret::from_file(path)?),
+            Some(path) => {
+                let secret = ClientSecret::from_file(path)?;
+                client_secrets.push((path.clone(), secret.clone()));
+                Some(secret)
+            }
             None => None,
         };
         tracing::info!(
@@ -132,6 +159,26 @@ pub async fn serve(
         };
         servers.push((listener, Arc::new(shared), opts));
     }
+
+    let reloads = reload::Reloads {
+        credentials: std::mem::take(&mut caches.files),
+        upstream_ca: settings.process.upstream_ca.clone(),
+        routes: servers
+            .iter()
+            .map(|(_, shared, _)| shared.clone())
+            .collect(),
+        client_secrets,
+        token_http,
+        egress,
+        env,
+        metrics: metrics.clone(),
+    };
+    let files = reload::Files::new(reloads).await;
+    let reload_task = tokio::spawn(reload::watch(
+        files,
+        settings.process.reload_interval,
+        reload,
+    ));
 
     let admin = AdminState {
         routes: admin_routes,
@@ -174,6 +221,7 @@ pub async fn serve(
     if let Some(task) = admin_task {
         task.abort();
     }
+    reload_task.abort();
     Ok(if results.iter().all(|d| *d == Drain::Clean) {
         Drain::Clean
     } else {

@@ -7,11 +7,12 @@ use std::time::Duration;
 use url::Url;
 
 use super::error::StartError;
+use super::reload::CredentialFile;
 use crate::auth::cache::{FetchCounters, RefreshPolicy};
 use crate::auth::{self, TokenCache, TokenHttp};
 use crate::config::{Env, RouteSettings, TokenKind};
 use crate::iap::discovery;
-use crate::ops::metrics::{Metrics, RefreshLabels};
+use crate::ops::metrics::{Metrics, RefreshLabels, SourceLabels};
 use crate::outbound::clients::Clients;
 
 /// The route's audience: configured, or discovered from the upstream (`auto`).
@@ -45,8 +46,12 @@ struct CacheKey {
     upstream: Option<Url>,
 }
 
+/// Every token cache, and the credentials files they were built from (for reloads).
 #[derive(Default)]
-pub(crate) struct Caches(HashMap<CacheKey, TokenCache>);
+pub(crate) struct Caches {
+    caches: HashMap<CacheKey, TokenCache>,
+    pub(crate) files: Vec<CredentialFile>,
+}
 
 impl Caches {
     pub(crate) async fn get_or_spawn(
@@ -67,7 +72,7 @@ impl Caches {
             upstream: (route.token_kind == TokenKind::SelfSignedJwt)
                 .then(|| route.upstream.clone()),
         };
-        if let Some(cache) = self.0.get(&key) {
+        if let Some(cache) = self.caches.get(&key) {
             tracing::info!(route = %route.name, source = %cache.source_name(), "sharing the token of an earlier route");
             return Ok(cache.clone());
         }
@@ -91,16 +96,33 @@ impl Caches {
                 })
                 .clone()
         };
+        let restarts = metrics.refresher_restarts.get_or_create(&SourceLabels {
+            source: chosen.kind.label(),
+        });
         let counters = FetchCounters {
             success: counter("success"),
             failure: counter("failure"),
+            restarts: restarts.clone(),
         };
         let policy = RefreshPolicy {
             wait: route.token_wait,
             ..RefreshPolicy::default()
         };
-        let cache = TokenCache::spawn(chosen.source, policy, counters);
-        self.0.insert(key, cache.clone());
+        let cache = TokenCache::spawn(chosen.source, audience, policy, counters);
+        if let Some(path) = chosen.file {
+            self.files.push(CredentialFile {
+                path,
+                found_by: chosen.found_by,
+                cache: cache.clone(),
+                audience: audience.to_owned(),
+                impersonate: route.impersonate_service_account.clone(),
+                iam_endpoint: route.iam_endpoint.clone(),
+                token_kind: route.token_kind,
+                upstream: route.upstream.clone(),
+                credentials_from: route.credentials_from.clone(),
+            });
+        }
+        self.caches.insert(key, cache.clone());
         Ok(cache)
     }
 }

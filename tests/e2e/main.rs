@@ -13,4 +13,7 @@ mod first_run;
 mod first_run_ready;
 mod operations;
 mod proxy;
+mod reload;
+mod soak;
 mod support_selftest;
+mod token_lifecycle;

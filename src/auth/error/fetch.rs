@@ -53,6 +53,18 @@ pub enum FetchError {
     Gcloud(ProcessError),
     #[error("cannot sign the JWT assertion with the key in {path}: {reason}")]
     Sign { path: PathBuf, reason: String },
+    /// The token's `exp` was already past by this machine's clock when it arrived: the
+    /// clock is ahead of the issuer's by more than the token's lifetime (or the source handed
+    /// out a stale token). Times are Unix seconds; neither is a secret.
+    #[error(
+        "the ID token had already expired when it arrived: its exp ({exp}) is {} before this \
+         machine's clock ({now}, Unix seconds). Either this machine's clock is ahead of real time \
+         (clock skew) or the credential handed out a stale token: compare `date -u` with the real \
+         UTC time and fix the clock (e.g. `sudo timedatectl set-ntp true`); with gcloud, refresh \
+         its login",
+        human(now.saturating_sub(*exp))
+    )]
+    ExpiredOnArrival { exp: u64, now: u64 },
     /// `GCE_METADATA_HOST` cannot make a URL. Found on fetch, like an unreachable server.
     #[error("endpoint `{url}` is not a valid URL: GCE_METADATA_HOST {problem}")]
     MetadataHost {
@@ -70,6 +82,16 @@ fn gcloud_note(failure: &ProcessError) -> &'static str {
     match failure {
         ProcessError::Failed { .. } => GCLOUD_NOTE,
         ProcessError::TimedOut { .. } | ProcessError::Spawn { .. } => "",
+    }
+}
+
+/// `1h 2m 3s`: how far apart two clocks are, for people.
+fn human(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m {s}s"),
     }
 }
 
@@ -95,6 +117,10 @@ pub enum BadToken {
     NoExp,
     #[error("its `exp` claim is not a non-negative number")]
     BadExp,
+    /// No real token expires after the year 9999; a larger `exp` would overflow the clock
+    /// arithmetic it is used in, so it is refused here, once.
+    #[error("its `exp` claim ({exp}) lies beyond the year 9999, so it is no expiry time")]
+    ExpOutOfRange { exp: String },
     /// `got` is the token's `aud` claim: an OAuth client ID or a URL, not a secret.
     #[error("it was issued for audience `{got}`, but `{expected}` was requested")]
     WrongAudience { got: String, expected: String },

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ pub struct IssuedIdToken {
     pub iat: u64,
     pub exp: u64,
     pub via: TokenPath,
+    /// When the fake issued it, by the test machine's clock (`iat` is whole seconds, and
+    /// may be shifted by `set_clock_offset`).
+    pub issued_at_ms: u128,
 }
 
 pub(super) struct Account {
@@ -69,6 +72,10 @@ pub(super) struct State {
     /// Registered service-account public keys, by `private_key_id` (the JWT `kid`).
     pub(super) accounts: Mutex<HashMap<String, Account>>,
     pub(super) lifetime_ms: AtomicU64,
+    /// Seconds added to the fake's clock for `iat` and `exp` (negative: it runs behind).
+    pub(super) clock_offset: AtomicI64,
+    /// When set (non-zero), every ID token's `exp` is exactly this.
+    pub(super) fixed_exp: AtomicU64,
     pub(super) failing: AtomicU16, // 0 = healthy
     pub(super) delay_ms: AtomicU64,
     pub(super) requests: AtomicUsize,
@@ -110,6 +117,8 @@ impl FakeGoogle {
             google_key: RsaKey::generate(),
             accounts: Mutex::new(HashMap::new()),
             lifetime_ms: AtomicU64::new(3_600_000),
+            clock_offset: AtomicI64::new(0),
+            fixed_exp: AtomicU64::new(0),
             failing: AtomicU16::new(0),
             delay_ms: AtomicU64::new(0),
             requests: AtomicUsize::new(0),
@@ -220,6 +229,17 @@ impl FakeGoogle {
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         self.state.lifetime_ms.store(ms, Ordering::SeqCst);
+    }
+    /// Shifts the clock the fake stamps ID tokens with (`iat`, `exp`) by `secs`: a fake
+    /// running two hours behind the test machine issues tokens that are dead on arrival.
+    pub fn set_clock_offset(&self, secs: i64) {
+        self.state.clock_offset.store(secs, Ordering::SeqCst);
+    }
+    /// `Some(exp)`: every ID token issued from now on carries exactly this `exp`.
+    pub fn set_fixed_exp(&self, exp: Option<u64>) {
+        self.state
+            .fixed_exp
+            .store(exp.unwrap_or(0), Ordering::SeqCst);
     }
     /// `Some(status)`: every token request (both paths) fails with that status.
     pub fn set_failing(&self, status: Option<u16>) {

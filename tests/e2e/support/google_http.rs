@@ -39,9 +39,14 @@ impl State {
         full: bool,
         via: TokenPath,
     ) -> String {
-        let now_ms = now_millis();
+        let issued_at_ms = now_millis();
+        let offset_ms = i128::from(self.clock_offset.load(Ordering::SeqCst)) * 1000;
+        let now_ms = (issued_at_ms as i128 + offset_ms).max(0) as u128;
         let iat = (now_ms / 1000) as u64;
-        let exp = ((now_ms + u128::from(self.lifetime_ms.load(Ordering::SeqCst))) / 1000) as u64;
+        let exp = match self.fixed_exp.load(Ordering::SeqCst) {
+            0 => ((now_ms + u128::from(self.lifetime_ms.load(Ordering::SeqCst))) / 1000) as u64,
+            fixed => fixed,
+        };
         let mut claims = json!({
             "iss": GOOGLE_ISSUER, "aud": audience, "azp": email, "sub": sub, "iat": iat, "exp": exp,
         });
@@ -59,6 +64,7 @@ impl State {
                 iat,
                 exp,
                 via,
+                issued_at_ms,
             })
         });
         token

@@ -3,6 +3,7 @@
 //! proxy (`ConnectProxy`); the proxy under test, in-process or as the real binary; one HTTP
 //! client; and the files tests hand to the proxy (key files, ADC files, a fake `gcloud`).
 
+pub mod admin;
 pub mod app;
 pub mod client;
 pub mod connect_proxy;

@@ -303,6 +303,29 @@ impl Binary {
         }
     }
 
+    /// Waits (bounded) until a stderr line contains `needle`; returns the first such line.
+    pub async fn wait_for_stderr_line(&self, needle: &str, within: Duration) -> String {
+        let lines = self
+            .wait_for_stderr(1, within, |l| l.contains(needle))
+            .await;
+        lines.into_iter().next().expect("at least one line")
+    }
+
+    /// `http://ADDR{path}` on the admin listener (`--admin-listen 127.0.0.1:0`), read off
+    /// its log line.
+    pub async fn admin_url(&self, path: &str) -> String {
+        let line = self
+            .wait_for_stderr_line("admin endpoints listening", Duration::from_secs(10))
+            .await;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_matches('"').to_owned())
+            .unwrap_or_else(|| panic!("no addr= in {line}"));
+        format!("http://{addr}{path}")
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
     }
@@ -321,8 +344,7 @@ impl Binary {
     }
 }
 
-/// Collects the lines of `pipe` into `into`, showing each to `seen` first and counting
-/// it in `count` after.
+/// Collects the lines of `pipe` into `into`, showing each to `seen` once stored.
 fn read_lines(
     pipe: impl AsyncRead + Unpin + Send + 'static,
     into: Arc<Mutex<Vec<String>>>,
@@ -332,8 +354,9 @@ fn read_lines(
     tokio::spawn(async move {
         let mut lines = BufReader::new(pipe).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            // Stored first, so whoever `seen` or `count` tells finds the line there.
+            into.lock().unwrap().push(line.clone());
             seen(&line);
-            into.lock().unwrap().push(line);
             if let Some(count) = &count {
                 count.send_modify(|n| *n += 1);
             }

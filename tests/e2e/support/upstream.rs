@@ -99,6 +99,10 @@ pub(super) struct Shared {
     pub(super) ws_tasks: Mutex<Vec<AbortHandle>>,
     /// Cloud Run mode: `X-Serverless-Authorization` is read before the other two.
     serverless: AtomicBool,
+    /// Off: requests are answered but not recorded (a soak's hundreds of thousands).
+    recording: AtomicBool,
+    /// Requests not let through, recorded or not.
+    unauthorized: AtomicUsize,
     /// This many of the next requests with a valid token get IAP's 401 anyway, as when
     /// IAP no longer accepts a token the proxy still holds.
     reject_valid: AtomicUsize,
@@ -129,7 +133,13 @@ impl Drop for Upstream {
 
 impl Upstream {
     pub async fn start(opts: UpstreamOptions) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Upstream::start_at(0, opts).await
+    }
+
+    /// [`Upstream::start`] on `port` (0: any), with a CA of its own: started on the port of
+    /// a stopped one, it is the same upstream with a rotated certificate authority.
+    pub async fn start_at(port: u16, opts: UpstreamOptions) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind upstream");
         let port = listener.local_addr().expect("local addr").port();
@@ -150,6 +160,8 @@ impl Upstream {
             sse: watch::channel(0).0,
             ws_tasks: Mutex::new(Vec::new()),
             serverless: AtomicBool::new(false),
+            recording: AtomicBool::new(true),
+            unauthorized: AtomicUsize::new(0),
             reject_valid: AtomicUsize::new(0),
             self_signed: Mutex::new(HashMap::new()),
             denied: Mutex::new(HashSet::new()),
@@ -239,9 +251,39 @@ impl Upstream {
             }
         }
     }
+    /// Waits (bounded) for a request matching `pred` to reach the upstream; returns it.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Recorded {
+        let mut rx = self.shared.requests.subscribe();
+        let found = tokio::time::timeout(within, rx.wait_for(|rs| rs.iter().any(&pred))).await;
+        match found {
+            Ok(Ok(requests)) => requests.iter().find(|r| pred(r)).cloned().unwrap(),
+            _ => panic!(
+                "no request {what} reached the upstream within {within:?}; it saw {} requests",
+                self.requests().len()
+            ),
+        }
+    }
+    /// Resolves once the upstream's server (listener and connections) is gone after a drop.
+    pub fn on_stop(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        self.server.stopped.take().expect("on_stop called once")
+    }
     /// Behave like Cloud Run: take the token from `X-Serverless-Authorization` first.
     pub fn set_serverless(&self, on: bool) {
         self.shared.serverless.store(on, Ordering::SeqCst);
+    }
+    /// Stops recording requests (a soak sends too many to keep); they are still answered,
+    /// and those not let through still counted (`unauthorized_total`).
+    pub fn stop_recording(&self) {
+        self.shared.recording.store(false, Ordering::SeqCst);
+    }
+    /// Requests not let through (no, a refused or an expired token), recorded or not.
+    pub fn unauthorized_total(&self) -> usize {
+        self.shared.unauthorized.load(Ordering::SeqCst)
     }
     /// Answer IAP's 401 to the next `n` requests whose token is otherwise valid.
     pub fn reject_next_valid_tokens(&self, n: usize) {
@@ -435,7 +477,11 @@ async fn handle(
             Err(msg) => (AuthOutcome::Rejected(msg), None),
         },
     };
-    shared.requests.send_modify(|rs| {
+    let recording = shared.recording.load(Ordering::SeqCst);
+    shared.requests.send_if_modified(|rs| {
+        if !recording {
+            return false;
+        }
         rs.push(Recorded {
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
@@ -446,8 +492,12 @@ async fn handle(
             token_exp: verified.as_ref().map(|v| v.exp),
             email: verified.as_ref().map(|v| v.email.clone()),
             received_at_ms: now_ms,
-        })
+        });
+        true
     });
+    if outcome != AuthOutcome::Authorized {
+        shared.unauthorized.fetch_add(1, Ordering::SeqCst);
+    }
     let resp = match (outcome, verified) {
         (AuthOutcome::Authorized, Some(v)) => {
             let email = format!("accounts.google.com:{}", v.email);
