@@ -12,6 +12,7 @@ mod layers;
 mod read;
 mod read_credentials;
 mod routes;
+mod row;
 mod settings;
 mod table;
 #[cfg(test)]
@@ -27,4 +28,4 @@ pub use settings::{
     AUDIENCE_AUTO, DEFAULT_ROUTE, ProcessSettings, RouteSettings, Settings, TokenSettings,
 };
 pub(crate) use values::is_loopback_host;
-pub use values::{AuthHeader, ListenAddr, LogFormat, TokenKind};
+pub use values::{AuthHeader, ListenAddr, LogFormat, TokenKind, UpstreamLiveness};

@@ -4,62 +4,8 @@
 //! the help. The command line, the environment, the TOML file, route inheritance and the
 //! list of known keys are all read off this table; `settings.rs` gives each key its type.
 
-/// Who a setting belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// One value for the whole process; refused inside a `[[routes]]` table.
-    Process,
-    /// Each route's own; a `[[routes]]` table may set it, else it inherits the top level.
-    Route,
-    /// Only inside a `[[routes]]` table (no flag, no variable).
-    RouteTable,
-}
-
-/// How the flag takes its value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Arg {
-    /// `--key VALUE`, shown as `VALUE` in the help.
-    Value(&'static str),
-    /// `--key` alone means true.
-    Switch,
-}
-
-/// Whether `iap-proxy token` takes the setting too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Token {
-    No,
-    Yes,
-    /// Taken, but without the proxy's default (the token command cannot discover one).
-    WithoutDefault,
-}
-
-#[derive(Debug)]
-pub(crate) struct Setting {
-    pub(crate) key: &'static str,
-    pub(crate) scope: Scope,
-    pub(crate) arg: Arg,
-    pub(crate) default: Option<&'static str>,
-    pub(crate) token: Token,
-    pub(crate) help: &'static str,
-}
-
-const fn row(
-    key: &'static str,
-    scope: Scope,
-    arg: Arg,
-    default: Option<&'static str>,
-    token: Token,
-    help: &'static str,
-) -> Setting {
-    Setting {
-        key,
-        scope,
-        arg,
-        default,
-        token,
-        help,
-    }
-}
+pub(crate) use super::row::{Arg, Scope, Setting, Token};
+use super::row::row;
 
 use Arg::{Switch, Value};
 use Scope::{Process, Route, RouteTable};
@@ -293,6 +239,72 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Some("false"),
         Token::No,
         "Serve a non-loopback listener without a client secret: only trusted clients can reach it",
+    ),
+    row(
+        "stream_idle_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("300"),
+        Token::No,
+        "Seconds a request or response body, or a WebSocket tunnel, may move no byte either way \
+         before it is cut (0 = never)",
+    ),
+    row(
+        "client_idle_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("120"),
+        Token::No,
+        "Seconds an idle keep-alive client connection is kept open between requests",
+    ),
+    row(
+        "max_queued_requests",
+        Process,
+        Value("N"),
+        Some("1024"),
+        Token::No,
+        "Requests that may wait past --max-concurrent-requests; more get 503 (overloaded)",
+    ),
+    row(
+        "max_concurrent_streams",
+        Process,
+        Value("N"),
+        Some("100"),
+        Token::No,
+        "HTTP/2 streams one client connection may have open at once",
+    ),
+    row(
+        "retry_buffer_bytes",
+        Process,
+        Value("N"),
+        Some("65536"),
+        Token::No,
+        "Request bodies up to this size are held so that a request the upstream provably did \
+         not process can be sent again (0 = only bodiless requests)",
+    ),
+    row(
+        "upstream_idle_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("50"),
+        Token::No,
+        "Seconds an idle pooled upstream connection is kept (under the upstream's own idle timeout)",
+    ),
+    row(
+        "upstream_ping_interval",
+        Process,
+        Value("SECONDS"),
+        Some("15"),
+        Token::No,
+        "Seconds between HTTP/2 PINGs on upstream connections (0 = no PINGs)",
+    ),
+    row(
+        "upstream_ping_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("10"),
+        Token::No,
+        "Seconds an HTTP/2 PING may go unanswered before the upstream connection is closed",
     ),
     row(
         "name",

@@ -48,6 +48,13 @@ pub(crate) struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RetryLabels {
+    pub(crate) route: Arc<str>,
+    /// `goaway`, `refused_stream`, `keepalive_race` or `token_refused`.
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RefreshLabels {
     pub(crate) source: Arc<str>,
     /// `success` or `failure`.
@@ -64,6 +71,7 @@ pub(crate) struct Metrics {
     pub(crate) open_connections: Gauge,
     pub(crate) token_refreshes: Family<RefreshLabels, Counter>,
     pub(crate) token_expiry: Family<RouteLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) upstream_retries: Family<RetryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -126,8 +134,15 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             token_expiry.clone(),
         );
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream attempts sent again, by route and reason",
+            upstream_retries.clone(),
+        );
         Metrics {
             registry,
+            upstream_retries,
             requests,
             upstream_latency,
             bytes_in,

@@ -9,24 +9,28 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::uri::{Authority, InvalidUri, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Either, Empty};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::body::ResBody;
+use super::body::{DownBody, ResBody};
+use super::conn::ConnState;
 use super::error::ProxyError;
+use super::exchange::{Head, exchange};
+use super::upgrade::TunnelOpts;
 use super::{headers, upgrade};
 use crate::auth::TokenCache;
-use crate::config::{AuthHeader, RouteSettings};
-use crate::iap;
-use crate::ops::metrics::{Metrics, RouteLabels};
-use crate::outbound::body::{CountingBody, ReqBody};
-use crate::outbound::chain;
-use crate::outbound::clients::{Clients, UpstreamClient};
+use crate::config::{AuthHeader, ProcessSettings, RouteSettings};
+use crate::ops::metrics::{Metrics, RetryLabels, RouteLabels};
+use crate::outbound::activity::Activity;
+use crate::outbound::body::Replay;
+use crate::outbound::clients::Clients;
+use crate::outbound::retry::RetryReason;
 
 /// Everything a request needs, shared by every connection of one route.
 pub(crate) struct Shared {
@@ -41,12 +45,17 @@ pub(crate) struct Shared {
     pub(crate) rewrite_redirects: bool,
     pub(crate) upstream_timeout: Duration,
     pub(crate) max_header_bytes: usize,
+    pub(crate) stream_idle: Option<Duration>,
+    retry_buffer: usize,
+    /// Cancelled when the drain's grace period runs out: every tunnel is closed then.
+    pub(crate) tunnels: CancellationToken,
     /// Used in rewritten redirects when the client sent no Host.
     pub(crate) listen_host: String,
     /// This route's metric handles, looked up once rather than per request.
-    upstream_latency: Histogram,
+    pub(super) upstream_latency: Histogram,
     bytes_in: Counter,
     bytes_out: Counter,
+    retries: [(RetryReason, Counter); 4],
 }
 
 /// The configured upstream cannot be a request target: settings validated the URL, so this
@@ -61,7 +70,7 @@ pub struct UpstreamTarget {
 impl Shared {
     pub(crate) fn new(
         route: &RouteSettings,
-        max_header_bytes: usize,
+        process: &ProcessSettings,
         clients: Clients,
         tokens: TokenCache,
         listen_host: String,
@@ -83,6 +92,19 @@ impl Shared {
         let labels = RouteLabels {
             route: route.name.as_str().into(),
         };
+        let retries = [
+            RetryReason::GoAway,
+            RetryReason::RefusedStream,
+            RetryReason::KeepAliveRace,
+            RetryReason::TokenRefused,
+        ]
+        .map(|reason| {
+            let labels = RetryLabels {
+                route: labels.route.clone(),
+                reason: reason.label(),
+            };
+            (reason, metrics.upstream_retries.get_or_create(&labels).clone())
+        });
         Ok(Shared {
             upstream,
             scheme,
@@ -93,12 +115,22 @@ impl Shared {
             header: route.header,
             rewrite_redirects: route.rewrite_redirects,
             upstream_timeout: route.upstream_timeout,
-            max_header_bytes,
+            max_header_bytes: process.max_header_bytes,
+            stream_idle: process.stream_idle_timeout,
+            retry_buffer: process.retry_buffer_bytes,
+            tunnels: CancellationToken::new(),
             listen_host,
             upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
             bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
             bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
+            retries,
         })
+    }
+
+    pub(super) fn count_retry(&self, reason: RetryReason) {
+        if let Some((_, counter)) = self.retries.iter().find(|(r, _)| *r == reason) {
+            counter.inc();
+        }
     }
 
     /// The upstream URI for a request: always the configured upstream, whatever authority
@@ -124,16 +156,26 @@ impl Shared {
     }
 }
 
-/// The per-connection service: knows the client's address for X-Forwarded-For.
+/// The per-connection service: knows the client's address for X-Forwarded-For, and its
+/// connection (whose slot a tunnel keeps).
 #[derive(Clone)]
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
     client: Option<SocketAddr>,
+    conn: Arc<ConnState>,
 }
 
 impl Proxy {
-    pub(crate) fn new(shared: Arc<Shared>, client: Option<SocketAddr>) -> Proxy {
-        Proxy { shared, client }
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        client: Option<SocketAddr>,
+        conn: Arc<ConnState>,
+    ) -> Proxy {
+        Proxy {
+            shared,
+            client,
+            conn,
+        }
     }
 }
 
@@ -149,8 +191,9 @@ impl tower::Service<Request<Incoming>> for Proxy {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let client = self.client;
+        let conn = self.conn.clone();
         Box::pin(async move {
-            Ok(match forward(&shared, client, req).await {
+            Ok(match forward(&shared, client, &conn, req).await {
                 Ok(res) => res,
                 Err(err) => {
                     tracing::warn!(code = err.code(), error = %err, "request not served by the upstream");
@@ -164,6 +207,7 @@ impl tower::Service<Request<Incoming>> for Proxy {
 async fn forward(
     shared: &Shared,
     client: Option<SocketAddr>,
+    conn: &Arc<ConnState>,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResBody>, ProxyError> {
     let size: usize = req
@@ -191,14 +235,12 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let replayable = replayable(&body);
-    let body = CountingBody::new(body, shared.bytes_in.clone());
-    let mut out = Request::new(Either::Left(body));
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = shared.target_uri(&parts.uri)?;
-    *out.version_mut() = Version::HTTP_11;
-    *out.headers_mut() = parts.headers;
-    let h = out.headers_mut();
+    let mut head = Head {
+        method: parts.method,
+        uri: shared.target_uri(&parts.uri)?,
+        headers: parts.headers,
+    };
+    let h = &mut head.headers;
     headers::strip_hop_by_hop(h, true);
     h.remove(header::HOST);
     headers::set_forwarded(h, client.map(|c| c.ip()), original_host.as_ref());
@@ -210,44 +252,34 @@ async fn forward(
         h.insert(header::UPGRADE, proto.clone());
     }
 
-    let http = if client_version == Version::HTTP_2 && upgrade.is_none() {
+    let http = if client_version == http::Version::HTTP_2 && upgrade.is_none() {
         &shared.clients.main
     } else {
         &shared.clients.http1
     };
-    // Kept only for a bodiless request, the one kind that can be sent again.
-    let replay = replayable.then(|| {
-        (
-            out.method().clone(),
-            out.uri().clone(),
-            out.headers().clone(),
-        )
-    });
-    let mut res = send(shared, http, out).await?;
-    if let Some((method, uri, mut again_headers)) = replay {
-        if iap::refused_token(res.status(), res.headers()) {
-            match shared.tokens.force_refresh(&token).await {
-                Ok(fresh) => {
-                    tracing::info!(%method, "IAP refused the token (401); replaying once with a fresh one");
-                    headers::set_token(&mut again_headers, shared.header, fresh.bearer());
-                    let mut again = Request::new(Either::Right(Empty::new()));
-                    *again.method_mut() = method;
-                    *again.uri_mut() = uri;
-                    *again.version_mut() = Version::HTTP_11;
-                    *again.headers_mut() = again_headers;
-                    res = send(shared, http, again).await?;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "IAP refused the token (401) and no fresh one came; passing the 401 on");
-                }
-            }
-        }
-    }
+    let activity = Activity::new();
+    let replay = Replay::new(
+        body,
+        shared.retry_buffer,
+        shared.bytes_in.clone(),
+        activity.clone(),
+    );
+    let mut res = exchange(shared, http, head, token, &replay, &activity).await?;
 
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let (Some(client_upgrade), Some(proto)) = (client_upgrade, &upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(upgrade::tunnel(client_upgrade, upstream_upgrade));
+            conn.upgraded.store(true, std::sync::atomic::Ordering::Relaxed);
+            let websocket = proto
+                .to_str()
+                .is_ok_and(|p| p.to_ascii_lowercase().contains("websocket"));
+            let opts = TunnelOpts {
+                slot: conn.slot.clone(),
+                idle: shared.stream_idle,
+                cut: shared.tunnels.clone(),
+                websocket,
+            };
+            tokio::spawn(upgrade::tunnel(client_upgrade, upstream_upgrade, opts));
             let (mut parts, _) = res.into_parts();
             let proto = parts.headers.get(header::UPGRADE).cloned();
             headers::strip_hop_by_hop(&mut parts.headers, false);
@@ -281,56 +313,6 @@ async fn forward(
         }
     }
     parts.version = client_version;
-    let body = CountingBody::new(body, shared.bytes_out.clone());
+    let body = DownBody::new(body, shared.bytes_out.clone(), activity, shared.stream_idle);
     Ok(Response::from_parts(parts, body.boxed()))
-}
-
-async fn send(
-    shared: &Shared,
-    http: &UpstreamClient,
-    out: Request<ReqBody>,
-) -> Result<Response<Incoming>, ProxyError> {
-    let started = std::time::Instant::now();
-    let sent = tokio::time::timeout(shared.upstream_timeout, http.request(out)).await;
-    shared
-        .upstream_latency
-        .observe(started.elapsed().as_secs_f64());
-    match sent {
-        Err(_elapsed) => Err(ProxyError::UpstreamTimeout {
-            upstream: shared.upstream.to_string(),
-            waited: shared.upstream_timeout,
-        }),
-        Ok(Err(err)) if err.is_connect() => Err(ProxyError::UpstreamConnect {
-            upstream: shared.upstream.to_string(),
-            reason: chain(&err),
-        }),
-        Ok(Err(err)) => Err(ProxyError::UpstreamFailed {
-            upstream: shared.upstream.to_string(),
-            reason: chain(&err),
-        }),
-        Ok(Ok(res)) => Ok(res),
-    }
-}
-
-/// A request whose body is known to be empty (no Content-Length above 0, no chunked
-/// body, or END_STREAM on HTTP/2 headers) can be sent again: nothing was consumed.
-fn replayable<B: http_body::Body>(body: &B) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use http_body_util::{Full, StreamBody};
-
-    #[test]
-    fn only_empty_bodies_are_replayable() {
-        assert!(replayable(&Empty::<Bytes>::new()));
-        assert!(replayable(&Full::new(Bytes::new())));
-        assert!(!replayable(&Full::new(Bytes::from_static(b"x"))));
-        // A streamed body of unknown length is never replayed, even if it turns out empty.
-        let stream = futures_util::stream::empty::<Result<http_body::Frame<Bytes>, Infallible>>();
-        assert!(!replayable(&StreamBody::new(stream)));
-    }
 }

@@ -53,7 +53,7 @@ pub async fn serve(
 ) -> Result<Drain, StartError> {
     let tls = tls::client_config(settings.process.upstream_ca.as_deref())?;
     let egress = Egress::from_env(&env)?;
-    let clients = Clients::with_egress(tls.clone(), &egress);
+    let clients = Clients::new(tls.clone(), &egress, settings.process.upstream_liveness);
     let token_http = TokenHttp::with_egress(tls, &egress);
     let metrics = Arc::new(Metrics::new());
     let mut caches = routes::Caches::default();
@@ -71,7 +71,7 @@ pub async fn serve(
         };
         let shared = Shared::new(
             route,
-            settings.process.max_header_bytes,
+            &settings.process,
             clients.clone(),
             tokens.clone(),
             listen_host,
@@ -97,6 +97,9 @@ pub async fn serve(
             header_read_timeout: settings.process.header_read_timeout,
             max_header_bytes: settings.process.max_header_bytes,
             max_concurrent_requests: settings.process.max_concurrent_requests,
+            max_queued_requests: settings.process.max_queued_requests,
+            max_concurrent_streams: settings.process.max_concurrent_streams,
+            client_idle_timeout: settings.process.client_idle_timeout,
             max_connections: settings.process.max_connections,
             access_log: settings.process.access_log,
             route: name,

@@ -1,0 +1,180 @@
+//! One request's exchange with the upstream: attempts until one is answered, each bounded
+//! by the timeouts.
+//!
+//! An attempt goes again, on a fresh connection and after a short jittered pause, when the
+//! upstream provably did not process it (a GOAWAY'd stream, REFUSED_STREAM: any method),
+//! when a reused connection closed under an idempotent request (the keep-alive race), or
+//! once when IAP itself refused the token (with a fresh one) — always only while the body
+//! is still whole in the retry buffer (`outbound::body::Replay`).
+//!
+//! Timeouts, one meaning each: `--stream-idle-timeout` while the client's body is still
+//! coming (no byte either way), `--upstream-timeout` from the end of that body to the
+//! response head.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::capture_connection;
+use tokio::sync::watch;
+
+use super::error::ProxyError;
+use super::forward::Shared;
+use super::headers;
+use crate::auth::IdToken;
+use crate::iap;
+use crate::outbound::activity::Activity;
+use crate::outbound::body::{Replay, UpBody};
+use crate::outbound::chain;
+use crate::outbound::clients::UpstreamClient;
+use crate::outbound::retry::{self, RetryReason};
+use crate::outbound::reuse;
+
+/// What every attempt sends: the rewritten request head.
+pub(super) struct Head {
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+    pub(super) headers: HeaderMap,
+}
+
+/// How one attempt ended without a response.
+enum Unanswered {
+    Failed(hyper_util::client::legacy::Error),
+    Timeout,
+    Idle,
+}
+
+/// Sends the request until an attempt is answered or none may follow.
+pub(super) async fn exchange(
+    shared: &Shared,
+    http: &UpstreamClient,
+    mut head: Head,
+    mut token: Arc<IdToken>,
+    replay: &Arc<Replay<Incoming>>,
+    activity: &Activity,
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut attempts = 0;
+    let mut token_replayed = false;
+    loop {
+        attempts += 1;
+        let Some(body) = replay.attempt() else {
+            return Err(ProxyError::UpstreamFailed {
+                upstream: shared.upstream.to_string(),
+                reason: "the request body can no longer be sent again".into(),
+            });
+        };
+        let mut out = Request::new(Either::Left(body));
+        *out.method_mut() = head.method.clone();
+        *out.uri_mut() = head.uri.clone();
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = head.headers.clone();
+        let captured = capture_connection(&mut out);
+        let sent = attempt(shared, http, out, replay.ended(), activity).await;
+        let reused = reuse::was_reused(&captured).unwrap_or(false);
+        let again = attempts < retry::MAX_ATTEMPTS && replay.replayable();
+        let err = match sent {
+            Ok(res) => {
+                let refused = iap::refused_token(res.status(), res.headers());
+                if !(refused && again && !token_replayed) {
+                    return Ok(res);
+                }
+                token_replayed = true;
+                match shared.tokens.force_refresh(&token).await {
+                    Ok(fresh) => {
+                        tracing::info!(method = %head.method, "IAP refused the token (401); replaying once with a fresh one");
+                        headers::set_token(&mut head.headers, shared.header, fresh.bearer());
+                        token = fresh;
+                        shared.count_retry(RetryReason::TokenRefused);
+                        continue;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "IAP refused the token (401) and no fresh one came; passing the 401 on");
+                        return Ok(res);
+                    }
+                }
+            }
+            Err(Unanswered::Timeout) => {
+                return Err(ProxyError::UpstreamTimeout {
+                    upstream: shared.upstream.to_string(),
+                    waited: shared.upstream_timeout,
+                });
+            }
+            Err(Unanswered::Idle) => {
+                return Err(ProxyError::StreamIdle {
+                    waited: shared.stream_idle.unwrap_or_default(),
+                });
+            }
+            Err(Unanswered::Failed(err)) => err,
+        };
+        let reason = retry::retry_reason(retry::classify(&err), &head.method, reused);
+        match reason {
+            Some(reason) if again => {
+                tracing::debug!(reason = reason.label(), attempts, error = %chain(&err), "the upstream did not process the request; sending it again");
+                shared.count_retry(reason);
+                tokio::time::sleep(retry::pause(attempts)).await;
+            }
+            _ => return Err(failed(shared, &err, reason)),
+        }
+    }
+}
+
+fn failed(
+    shared: &Shared,
+    err: &hyper_util::client::legacy::Error,
+    retryable: Option<RetryReason>,
+) -> ProxyError {
+    let upstream = shared.upstream.to_string();
+    let mut reason = chain(err);
+    if retryable.is_some() {
+        reason.push_str(" (not sent again: attempts used up, or the body was too large to hold)");
+    }
+    if err.is_connect() {
+        ProxyError::UpstreamConnect { upstream, reason }
+    } else {
+        ProxyError::UpstreamFailed { upstream, reason }
+    }
+}
+
+/// One attempt: the response head, or why there is none.
+async fn attempt(
+    shared: &Shared,
+    http: &UpstreamClient,
+    out: Request<Either<UpBody<Incoming>, http_body_util::Empty<bytes::Bytes>>>,
+    mut body_ended: watch::Receiver<bool>,
+    activity: &Activity,
+) -> Result<Response<Incoming>, Unanswered> {
+    let started = std::time::Instant::now();
+    let sending = http.request(out);
+    let timeout = shared.upstream_timeout;
+    let idle = shared.stream_idle;
+    let mut ended_rx = body_ended.clone();
+    // --upstream-timeout: from the end of the client's body to the response head.
+    let upstream_timeout = async move {
+        let _ = ended_rx.wait_for(|ended| *ended).await;
+        tokio::time::sleep(timeout).await;
+    };
+    // --stream-idle-timeout: only while the client's body is still coming.
+    let stalled = async move {
+        let Some(limit) = idle else {
+            return std::future::pending().await;
+        };
+        let ended = async {
+            // The watch guard is dropped here, not held across the wait below.
+            let _ = body_ended.wait_for(|ended| *ended).await;
+        };
+        tokio::select! {
+            () = ended => std::future::pending().await,
+            () = activity.idle_for(limit) => {}
+        }
+    };
+    let result = tokio::select! {
+        sent = sending => sent.map_err(Unanswered::Failed),
+        () = upstream_timeout => Err(Unanswered::Timeout),
+        () = stalled => Err(Unanswered::Idle),
+    };
+    shared
+        .upstream_latency
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
