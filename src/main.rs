@@ -135,13 +135,19 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutdown requested; a second signal exits at once");
+        tracing::info!(
+            signal = name,
+            "shutdown requested; a second signal exits at once"
+        );
         tokio::spawn(async move {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
-            tracing::warn!(signal = name, "second signal: exiting now, cutting what is still open");
+            tracing::warn!(
+                signal = name,
+                "second signal: exiting now, cutting what is still open"
+            );
             std::process::exit(1);
         });
     }

@@ -105,7 +105,7 @@ impl Layered {
             _ => {
                 self.problem(
                     key,
-                    &format!("must be a whole number of {unit} from {min} to {max}"),
+                    &format!("must be a whole number of {unit}, at least {min} and at most {max}"),
                 );
                 None
             }

@@ -155,8 +155,7 @@ impl ProcessSettings {
         let header_read_timeout = l.seconds("header_read_timeout", 1);
         // hyper refuses a smaller read buffer than 8 KiB.
         let max_header_bytes = l.count("max_header_bytes", 8192, 1 << 20, "bytes");
-        let max_concurrent_requests =
-            l.count("max_concurrent_requests", 1, MAX_COUNT, "requests");
+        let max_concurrent_requests = l.count("max_concurrent_requests", 1, MAX_COUNT, "requests");
         let admin_listen = l.admin_listen(allow_non_loopback);
         let max_sigterm_delay = l.seconds("max_sigterm_delay", 0);
         let max_connections = l.count("max_connections", 1, MAX_COUNT, "connections");

@@ -4,8 +4,8 @@
 //! the help. The command line, the environment, the TOML file, route inheritance and the
 //! list of known keys are all read off this table; `settings.rs` gives each key its type.
 
-pub(crate) use super::row::{Arg, Scope, Setting, Token};
 use super::row::row;
+pub(crate) use super::row::{Arg, Scope, Setting, Token};
 
 use Arg::{Switch, Value};
 use Scope::{Process, Route, RouteTable};

@@ -88,10 +88,10 @@ impl<B: Body<Data = Bytes> + Unpin> Replay<B> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The body for the next attempt; `None` when what was read is no longer all held.
+    /// The body for the next attempt; `None` when it could not be sent whole again.
     pub(crate) fn attempt(self: &Arc<Self>) -> Option<UpBody<B>> {
         let mut st = self.lock();
-        if st.dropped {
+        if st.epoch > 0 && !self.whole(&st) {
             return None;
         }
         st.epoch += 1;
@@ -105,7 +105,17 @@ impl<B: Body<Data = Bytes> + Unpin> Replay<B> {
 
     /// Whether another attempt could send the whole body again.
     pub(crate) fn replayable(&self) -> bool {
-        !self.lock().dropped
+        self.whole(&self.lock())
+    }
+
+    /// Everything read so far is held, and so will the rest be: the body has ended, or its
+    /// known length fits the buffer. A body of unknown length still coming is not replayed,
+    /// so whether a request goes again never depends on how far its upload got.
+    fn whole(&self, st: &State<B>) -> bool {
+        let rest = st.source.size_hint().upper();
+        !st.dropped
+            && (st.ended
+                || rest.is_some_and(|r| (st.held as u64).saturating_add(r) <= self.limit as u64))
     }
 
     /// Resolves once the client's body has ended.

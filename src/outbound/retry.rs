@@ -62,8 +62,7 @@ pub(crate) fn classify(err: &(dyn Error + 'static)) -> Failure {
             if h2.is_go_away() && h2.is_remote() {
                 return Failure::NotProcessed(RetryReason::GoAway);
             }
-            if h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
-            {
+            if h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return Failure::NotProcessed(RetryReason::RefusedStream);
             }
             if !h2.is_io() {
@@ -127,7 +126,13 @@ mod tests {
             retry_reason(go_away, &Method::POST, false),
             Some(RetryReason::GoAway)
         );
-        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE] {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
             assert_eq!(
                 retry_reason(Failure::Closed, &m, true),
                 Some(RetryReason::KeepAliveRace),

@@ -125,8 +125,15 @@ impl ConnState {
         }
         let resets = self.premature_resets.fetch_add(1, Ordering::Relaxed) + 1;
         let streams = self.started.load(Ordering::Relaxed);
-        if streams >= RESET_MIN_STREAMS && resets * 2 >= streams && !self.calm.swap(true, Ordering::AcqRel) {
-            tracing::warn!(streams, resets, "a client cancelled most of its streams right after opening them (rapid reset); closing its connection with ENHANCE_YOUR_CALM");
+        if streams >= RESET_MIN_STREAMS
+            && resets * 2 >= streams
+            && !self.calm.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!(
+                streams,
+                resets,
+                "a client cancelled most of its streams right after opening them (rapid reset); closing its connection with ENHANCE_YOUR_CALM"
+            );
             self.waker.wake();
         }
     }
@@ -147,7 +154,9 @@ impl ConnState {
             } else {
                 match self.read_while_idle_ms.load(Ordering::Relaxed) {
                     u64::MAX => Some((
-                        self.idle_since_ms.load(Ordering::Relaxed).saturating_add(idle),
+                        self.idle_since_ms
+                            .load(Ordering::Relaxed)
+                            .saturating_add(idle),
                         Expired::Idle,
                     )),
                     first => Some((first.saturating_add(header_read), Expired::HeaderRead)),

@@ -82,8 +82,7 @@ impl<T: AsyncWrite + Unpin> Watched<T> {
 
     /// On a connection told to calm down, at a frame boundary: GOAWAY, then an error.
     fn poll_calm(&mut self, cx: &mut Context<'_>) -> Option<Poll<io::Error>> {
-        if self.mode != Mode::Http2 || !self.state.calm.load(Ordering::Acquire) || self.unflushed
-        {
+        if self.mode != Mode::Http2 || !self.state.calm.load(Ordering::Acquire) || self.unflushed {
             return None;
         }
         if !self.calmed {
@@ -263,19 +262,35 @@ mod tests {
     #[test]
     fn hypers_own_answers_are_recognised() {
         let date = "date: Thu, 03 Dec 2026 08:00:00 GMT";
-        let auto = format!("HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n{date}\r\n\r\n");
+        let auto = format!(
+            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n{date}\r\n\r\n"
+        );
         assert_eq!(
             hypers_own_answer(auto.as_bytes()),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         );
-        let with_type = format!("HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 0\r\n{date}\r\n\r\n");
+        let with_type = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 0\r\n{date}\r\n\r\n"
+        );
         assert_eq!(hypers_own_answer(with_type.as_bytes()), None);
-        assert_eq!(hypers_own_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), None);
+        assert_eq!(
+            hypers_own_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
         let ours = render(own_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, 8192));
         let text = String::from_utf8(ours.to_vec()).unwrap();
-        assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{text}");
-        assert!(text.contains("x-iap-proxy-error: headers-too-large\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x-iap-proxy-error: headers-too-large\r\n"),
+            "{text}"
+        );
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{text}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{text}"
+        );
     }
 }

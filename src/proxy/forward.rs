@@ -103,7 +103,10 @@ impl Shared {
                 route: labels.route.clone(),
                 reason: reason.label(),
             };
-            (reason, metrics.upstream_retries.get_or_create(&labels).clone())
+            (
+                reason,
+                metrics.upstream_retries.get_or_create(&labels).clone(),
+            )
         });
         Ok(Shared {
             upstream,
@@ -269,7 +272,8 @@ async fn forward(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let (Some(client_upgrade), Some(proto)) = (client_upgrade, &upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            conn.upgraded.store(true, std::sync::atomic::Ordering::Relaxed);
+            conn.upgraded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let websocket = proto
                 .to_str()
                 .is_ok_and(|p| p.to_ascii_lowercase().contains("websocket"));

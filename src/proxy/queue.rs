@@ -104,7 +104,7 @@ where
 mod tests {
     use super::*;
     use std::convert::Infallible;
-    use tower::{Service, ServiceExt};
+    use tower::{Layer, Service, ServiceExt};
 
     #[tokio::test]
     async fn past_the_queue_requests_are_refused_at_once() {
@@ -124,9 +124,18 @@ mod tests {
         let running = tokio::spawn(running);
         let queued = tokio::spawn(svc.ready().await.unwrap().call(Request::new(())));
         tokio::task::yield_now().await;
-        let refused = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        let refused = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
         assert_eq!(refused.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(refused.headers()[super::super::error::ERROR_HEADER], "overloaded");
+        assert_eq!(
+            refused.headers()[super::super::error::ERROR_HEADER],
+            "overloaded"
+        );
         gate.notify_one();
         assert_eq!(running.await.unwrap().unwrap().status(), 200);
         gate.notify_one();

@@ -147,8 +147,8 @@ pub(crate) async fn serve(
             .layer(queue.clone())
             .service(Proxy::new(shared.clone(), remote, state.clone()));
         let io = Watched::new(stream, state.clone(), opts.max_header_bytes);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
+        let conn =
+            builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
         let conn = graceful.watch(conn.into_owned());
         let (header_read, idle) = (opts.header_read_timeout, opts.client_idle_timeout);
         tokio::spawn(async move {

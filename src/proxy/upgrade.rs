@@ -165,7 +165,10 @@ fn frame_header(h: &[u8]) -> Option<(usize, u64)> {
     let second = *h.get(1)?;
     let mask = if second & 0x80 != 0 { 4 } else { 0 };
     let (ext, payload) = match second & 0x7f {
-        126 => (2, u64::from(u16::from_be_bytes(h.get(2..4)?.try_into().ok()?))),
+        126 => (
+            2,
+            u64::from(u16::from_be_bytes(h.get(2..4)?.try_into().ok()?)),
+        ),
         127 => (8, u64::from_be_bytes(h.get(2..10)?.try_into().ok()?)),
         n => (0, u64::from(n)),
     };
