@@ -10,4 +10,5 @@ mod credentials;
 mod egress_and_modes;
 mod operations;
 mod proxy;
+mod resilience;
 mod support_selftest;

@@ -8,6 +8,8 @@ pub mod client;
 pub mod connect_proxy;
 pub mod fake_google;
 pub mod fake_iam;
+pub mod faulty_h1;
+pub mod faulty_h2;
 pub mod fixture;
 mod google_http;
 pub mod keys;
