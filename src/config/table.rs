@@ -185,7 +185,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "max_connections",
         Process,
         Value("N"),
-        Some("10000"),
+        Some("1024"),
         Token::No,
         "Client connections held open at once; past it a new one is answered 503 \
          (too-many-connections) and closed",

@@ -83,11 +83,8 @@ pub(super) async fn tunnel(
     let (mut up_buf, mut down_buf) = (vec![0; TUNNEL_BUF], vec![0; TUNNEL_BUF]);
     let activity = Activity::new();
     let mut frames = Frames::default();
-    let (mut client_open, mut upstream_open) = (true, true);
+    let mut client_open = true;
     let ended = loop {
-        if !client_open && !upstream_open {
-            break None;
-        }
         let idle = async {
             match opts.idle {
                 Some(limit) => activity.idle_for(limit).await,
@@ -99,8 +96,13 @@ pub(super) async fn tunnel(
                 Ok(0) | Err(_) => { client_open = false; up_wr.shutdown().await }
                 Ok(n) => up_wr.write_all(&up_buf[..n]).await,
             },
-            read = up_rd.read(&mut down_buf), if upstream_open => match read {
-                Ok(0) | Err(_) => { upstream_open = false; client_wr.shutdown().await }
+            read = up_rd.read(&mut down_buf) => match read {
+                // The upstream ended the tunnel: so does the proxy, towards the client too
+                // (a WebSocket client waits for the server to close first, RFC 6455 7.1.1).
+                Ok(0) | Err(_) => {
+                    let _ = client_wr.shutdown().await;
+                    break None;
+                }
                 Ok(n) => {
                     frames.feed(&down_buf[..n]);
                     client_wr.write_all(&down_buf[..n]).await
@@ -117,7 +119,7 @@ pub(super) async fn tunnel(
     };
     if let Some(why) = ended {
         tracing::info!(reason = why, "closing an upgraded connection");
-        if opts.websocket && upstream_open && frames.at_boundary() {
+        if opts.websocket && frames.at_boundary() {
             let _ = client_wr.write_all(&CLOSE_GOING_AWAY).await;
         }
         let _ = client_wr.shutdown().await;

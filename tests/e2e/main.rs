@@ -3,12 +3,15 @@
 
 mod support;
 
+mod abuse;
 mod binary;
 mod check;
 mod connection_limit;
 mod credentials;
 mod egress_and_modes;
 mod operations;
+mod process;
 mod proxy;
 mod resilience;
 mod support_selftest;
+mod timeouts;

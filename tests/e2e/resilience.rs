@@ -127,6 +127,22 @@ async fn goawayd_streams_go_again_on_a_fresh_connection_whatever_the_method() {
             "{target}: the replayed body is whole"
         );
     }
+    for a in seen.iter().filter(|s| s.outcome == Outcome::AboveGoaway) {
+        let again = seen
+            .iter()
+            .find(|s| s.target == a.target && s.outcome == Outcome::Answered)
+            .unwrap();
+        assert!(
+            again.conn != a.conn,
+            "{} went again on another connection",
+            a.target
+        );
+        assert_eq!(
+            (&again.method, a.stream % 2),
+            (&a.method, 1),
+            "client streams are odd"
+        );
+    }
     let above = seen
         .iter()
         .filter(|s| s.outcome == Outcome::AboveGoaway)
@@ -216,7 +232,17 @@ async fn the_keepalive_race_replays_idempotent_requests_only() {
         dropped >= 10,
         "the race happened on reused connections: {seen:?}"
     );
-    assert!(seen.iter().filter(|s| !s.answered).all(|s| s.on_conn == 2));
+    for lost in seen.iter().filter(|s| !s.answered) {
+        assert_eq!(lost.on_conn, 2, "only reused connections lose requests");
+        let again = seen
+            .iter()
+            .find(|s| s.target == lost.target && s.answered)
+            .unwrap();
+        assert!(
+            again.conn != lost.conn && again.method == lost.method,
+            "{again:?}"
+        );
+    }
 
     // A POST caught the same way may have been processed: it is not sent again.
     let r = send(&http, request(Method::GET, &proxy.url("/before-post"), "")).await;

@@ -21,6 +21,8 @@ pub enum H1Fault {
     DropEverySecond,
     /// Every answer is its head and 10 of its 100 body bytes, then nothing.
     StallBody,
+    /// None: every request answered 200 (500 for paths under `/status/500`).
+    Healthy,
 }
 
 /// One request as the upstream saw it.
@@ -112,6 +114,7 @@ async fn serve(
             return; // closed without an answer
         }
         record.answered = true;
+        let is_500 = record.target.starts_with("/status/500");
         seen.lock().unwrap().push(record);
         if fault == H1Fault::StallBody {
             let _ = tls
@@ -120,11 +123,14 @@ async fn serve(
             let _ = tls.flush().await;
             std::future::pending::<()>().await;
         }
-        let answer: &[u8] = if method == "HEAD" {
-            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        let status = if is_500 {
+            "500 Internal Server Error"
         } else {
-            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            "200 OK"
         };
+        let body = if method == "HEAD" { "" } else { "ok" };
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\n{body}");
+        let answer = answer.as_bytes();
         if tls.write_all(answer).await.is_err() || tls.flush().await.is_err() {
             return;
         }
