@@ -20,8 +20,8 @@ use hyper_util::client::legacy::connect::capture_connection;
 use tokio::sync::watch;
 
 use super::error::ProxyError;
-use super::forward::Shared;
 use super::headers;
+use super::shared::Shared;
 use crate::auth::IdToken;
 use crate::iap;
 use crate::outbound::activity::Activity;

@@ -5,159 +5,21 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::uri::{Authority, InvalidUri, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio_util::sync::CancellationToken;
-use url::Url;
-
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 
 use super::body::{DownBody, ResBody};
 use super::conn::ConnState;
 use super::error::ProxyError;
 use super::exchange::{Head, exchange};
+use super::shared::Shared;
 use super::upgrade::TunnelOpts;
 use super::{headers, upgrade};
-use crate::auth::TokenCache;
-use crate::config::{AuthHeader, ProcessSettings, RouteSettings};
-use crate::ops::metrics::{Metrics, RetryLabels, RouteLabels};
 use crate::outbound::activity::Activity;
 use crate::outbound::body::Replay;
-use crate::outbound::clients::Clients;
-use crate::outbound::retry::RetryReason;
-
-/// Everything a request needs, shared by every connection of one route.
-pub(crate) struct Shared {
-    pub(crate) upstream: Url,
-    scheme: Scheme,
-    authority: Authority,
-    /// The upstream URL's path without its trailing slash, prefixed to every request path.
-    base_path: String,
-    pub(crate) clients: Clients,
-    pub(crate) tokens: TokenCache,
-    pub(crate) header: AuthHeader,
-    pub(crate) rewrite_redirects: bool,
-    pub(crate) upstream_timeout: Duration,
-    pub(crate) max_header_bytes: usize,
-    pub(crate) stream_idle: Option<Duration>,
-    retry_buffer: usize,
-    /// Cancelled when the drain's grace period runs out: every tunnel is closed then.
-    pub(crate) tunnels: CancellationToken,
-    /// Used in rewritten redirects when the client sent no Host.
-    pub(crate) listen_host: String,
-    /// This route's metric handles, looked up once rather than per request.
-    pub(super) upstream_latency: Histogram,
-    bytes_in: Counter,
-    bytes_out: Counter,
-    retries: [(RetryReason, Counter); 4],
-}
-
-/// The configured upstream cannot be a request target: settings validated the URL, so this
-/// is a scheme or host that `url` accepts and `http` does not.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot use upstream {upstream} as a request target: {source}")]
-pub struct UpstreamTarget {
-    upstream: Url,
-    source: InvalidUri,
-}
-
-impl Shared {
-    pub(crate) fn new(
-        route: &RouteSettings,
-        process: &ProcessSettings,
-        clients: Clients,
-        tokens: TokenCache,
-        listen_host: String,
-        metrics: &Metrics,
-    ) -> Result<Shared, UpstreamTarget> {
-        let upstream = route.upstream.clone();
-        let invalid = |source| UpstreamTarget {
-            upstream: route.upstream.clone(),
-            source,
-        };
-        let scheme = Scheme::try_from(upstream.scheme()).map_err(invalid)?;
-        let host = upstream.host_str().unwrap_or_default();
-        let authority = match upstream.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let authority = Authority::try_from(authority).map_err(invalid)?;
-        let base_path = upstream.path().trim_end_matches('/').to_string();
-        let labels = RouteLabels {
-            route: route.name.as_str().into(),
-        };
-        let retries = [
-            RetryReason::GoAway,
-            RetryReason::RefusedStream,
-            RetryReason::KeepAliveRace,
-            RetryReason::TokenRefused,
-        ]
-        .map(|reason| {
-            let labels = RetryLabels {
-                route: labels.route.clone(),
-                reason: reason.label(),
-            };
-            (
-                reason,
-                metrics.upstream_retries.get_or_create(&labels).clone(),
-            )
-        });
-        Ok(Shared {
-            upstream,
-            scheme,
-            authority,
-            base_path,
-            clients,
-            tokens,
-            header: route.header,
-            rewrite_redirects: route.rewrite_redirects,
-            upstream_timeout: route.upstream_timeout,
-            max_header_bytes: process.max_header_bytes,
-            stream_idle: process.stream_idle_timeout,
-            retry_buffer: process.retry_buffer_bytes,
-            tunnels: CancellationToken::new(),
-            listen_host,
-            upstream_latency: metrics.upstream_latency.get_or_create(&labels).clone(),
-            bytes_in: metrics.bytes_in.get_or_create(&labels).clone(),
-            bytes_out: metrics.bytes_out.get_or_create(&labels).clone(),
-            retries,
-        })
-    }
-
-    pub(super) fn count_retry(&self, reason: RetryReason) {
-        if let Some((_, counter)) = self.retries.iter().find(|(r, _)| *r == reason) {
-            counter.inc();
-        }
-    }
-
-    /// The upstream URI for a request: always the configured upstream, whatever authority
-    /// the client named (an absolute-form request cannot steer the token elsewhere).
-    fn target_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let pq = uri
-            .path_and_query()
-            .map(PathAndQuery::as_str)
-            .unwrap_or("/");
-        let pq = if pq.starts_with('/') {
-            pq.to_string()
-        } else {
-            format!("/{pq}")
-        };
-        let pq = PathAndQuery::try_from(format!("{}{pq}", self.base_path))
-            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream path: {e}")))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URI: {e}")))
-    }
-}
 
 /// The per-connection service: knows the client's address for X-Forwarded-For, and its
 /// connection (whose slot a tunnel keeps).

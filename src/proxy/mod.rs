@@ -9,6 +9,7 @@
 //!   requests in flight, its header-read and idle deadlines, the rapid-reset budget, and the
 //!   socket as hyper sees it (hyper's own error answers replaced by ours).
 //! - `queue` — `--max-concurrent-requests` with a bounded queue.
+//! - `shared` — what every request of a route shares (upstream, clients, token cache).
 //! - `forward` — one request's way: rewrite, token, forward, stream back; `exchange` —
 //!   the attempts (retries) and the timeouts of one request.
 //! - `headers` — hop-by-hop, forwarding, token and `Location` header rules.
@@ -28,5 +29,6 @@ pub mod listener;
 mod observe;
 mod queue;
 pub(crate) mod server;
+pub(crate) mod shared;
 mod track;
 mod upgrade;

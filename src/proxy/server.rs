@@ -25,10 +25,11 @@ use super::admit::{Admission, AdmitLayer};
 use super::conn::{ConnSlot, ConnState};
 use super::conn_io::Watched;
 use super::error::ProxyError;
-use super::forward::{Proxy, Shared};
+use super::forward::Proxy;
 use super::listener::{Conn, Listener};
 use super::observe::ObserveLayer;
 use super::queue::QueueLayer;
+use super::shared::Shared;
 use super::track::TrackLayer;
 use crate::ops::metrics::Metrics;
 

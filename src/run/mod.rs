@@ -25,9 +25,9 @@ use crate::outbound::egress::Egress;
 use crate::outbound::tls;
 use crate::proxy::admit::Admission;
 use crate::proxy::client_secret::ClientSecret;
-use crate::proxy::forward::Shared;
 use crate::proxy::listener::{ListenAddr, Listener};
 use crate::proxy::server::{self, Drain, ServerOptions};
+use crate::proxy::shared::Shared;
 
 /// Serves `settings`' first route on `listener` (other routes and the admin listener bind
 /// their configured addresses) until `shutdown` resolves. A bad credentials file or CA
