@@ -9,6 +9,7 @@ mod check;
 mod connection_limit;
 mod credentials;
 mod egress_and_modes;
+mod nginx;
 mod operations;
 mod process;
 mod proxy;

@@ -13,6 +13,7 @@ pub mod faulty_h2;
 pub mod fixture;
 mod google_http;
 pub mod keys;
+pub mod nginx;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;
