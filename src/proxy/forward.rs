@@ -106,12 +106,8 @@ async fn forward(
         headers: parts.headers,
     };
     let h = &mut head.headers;
-    headers::strip_hop_by_hop(h, true);
-    h.remove(header::HOST);
-    headers::set_forwarded(h, client.map(|c| c.ip()), original_host.as_ref());
-    headers::set_token(h, shared.header, token.bearer());
-    // Even the h2 client may land on an HTTP/1.1 upstream (ALPN), and one field is valid on h2.
-    headers::join_cookies(h);
+    let ip = client.map(|c| c.ip());
+    headers::prepare_request(h, ip, original_host.as_ref(), shared.header, token.bearer());
     if let Some(proto) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, proto.clone());

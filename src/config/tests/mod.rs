@@ -77,5 +77,6 @@ fn assert_one_error(errors: &[String], want: &[&str]) {
 
 mod credentials;
 mod layering;
+mod props;
 mod routes;
 mod validation;
