@@ -293,3 +293,28 @@ async fn a_silent_upstream_connection_is_found_by_ping_not_by_the_upstream_timeo
     assert_eq!(up.connections(), 2);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn iaps_401_replays_a_body_held_in_the_retry_buffer() {
+    let w = World::new().await;
+    let proxy = InProcess::start(w.settings(), w.env()).await;
+    let http = client::http1();
+    assert_eq!(get(&http, &proxy.url("/warm")).await.status, StatusCode::OK);
+    w.upstream.reject_next_valid_tokens(1);
+    let r = send(
+        &http,
+        request(Method::POST, &proxy.url("/upload"), "payload"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["bytes"], 7, "the whole body, sent again");
+    let posts: Vec<_> = w
+        .upstream
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == Method::POST)
+        .collect();
+    assert_eq!(posts.len(), 2);
+    assert!(!posts[0].authorized() && posts[1].authorized());
+    proxy.stop().await;
+}
