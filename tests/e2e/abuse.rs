@@ -104,14 +104,9 @@ async fn a_connection_that_resets_what_it_opens_gets_enhance_your_calm() {
         let (response, _) = h2.send_request(req, true).unwrap();
         streams.push(response);
     }
-    let up = &w.upstream;
-    let all_in = tokio::time::timeout(Duration::from_secs(10), async {
-        while up.requests().iter().filter(|r| r.path == "/slow").count() < 100 {
-            up.wait_for_request("/slow", Duration::from_secs(5)).await;
-            tokio::task::yield_now().await;
-        }
-    });
-    all_in.await.expect("the 100 streams reached the upstream");
+    w.upstream
+        .wait_for_count("/slow", 100, Duration::from_secs(10))
+        .await;
     drop(streams); // dropping an unanswered response future resets its stream
     let ended = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
@@ -137,7 +132,7 @@ async fn the_queue_past_max_concurrent_requests_is_bounded() {
     assert_eq!(get(&http, &proxy.url("/warm")).await.status, StatusCode::OK);
     let tasks: Vec<_> = (0..3)
         .map(|i| {
-            let req = client::get_request(&proxy.url(&format!("/slow?ms=1500&q={i}")), &[]);
+            let req = client::get_request(&proxy.url(&format!("/slow?ms=3000&q={i}")), &[]);
             let http = http.clone();
             tokio::spawn(async move { try_send(&http, req).await.map(|r| r.status) })
         })

@@ -231,6 +231,16 @@ impl Upstream {
             }
         }
     }
+    /// Waits (bounded) until `n` requests for `path` have reached the upstream.
+    pub async fn wait_for_count(&self, path: &str, n: usize, within: Duration) {
+        let mut rx = self.shared.requests.subscribe();
+        let counted = |rs: &Vec<Recorded>| rs.iter().filter(|r| r.path == path).count() >= n;
+        let found = tokio::time::timeout(within, rx.wait_for(counted)).await;
+        assert!(
+            matches!(found, Ok(Ok(_))),
+            "fewer than {n} requests for {path} within {within:?}"
+        );
+    }
     /// Behave like Cloud Run: take the token from `X-Serverless-Authorization` first.
     pub fn set_serverless(&self, on: bool) {
         self.shared.serverless.store(on, Ordering::SeqCst);
