@@ -12,9 +12,14 @@ use std::time::Duration;
 
 use http::Method;
 
-/// Attempts per request, the first included: enough for a GOAWAY'd stream to land on the
-/// fresh connection that replaces it, bounded so a broken upstream cannot multiply load.
+/// Attempts per request, the first included, when an attempt may have been processed (the
+/// keep-alive race, IAP's 401): bounded low, so a broken upstream cannot multiply load.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
+/// Attempts when every failed one was provably not processed (GOAWAY, REFUSED_STREAM, no
+/// connection): the upstream did no work for them, and under load a retried request may
+/// meet the next GOAWAY too (a front end that rotates every 100 requests, with 128 in flight,
+/// refuses about one stream in five), so more attempts are allowed; the pauses grow.
+pub(crate) const MAX_UNPROCESSED_ATTEMPTS: usize = 10;
 
 /// Why a request went again; the `reason` label of `iap_proxy_upstream_retries_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +32,8 @@ pub(crate) enum RetryReason {
     KeepAliveRace,
     /// IAP refused the token (its own 401); sent again with a fresh one.
     TokenRefused,
+    /// No upstream connection was handed to the attempt in time: nothing was sent.
+    NotSent,
 }
 
 impl RetryReason {
@@ -36,6 +43,17 @@ impl RetryReason {
             RetryReason::RefusedStream => "refused_stream",
             RetryReason::KeepAliveRace => "keepalive_race",
             RetryReason::TokenRefused => "token_refused",
+            RetryReason::NotSent => "not_sent",
+        }
+    }
+
+    /// How many attempts a request may take when this is why the last one failed.
+    pub(crate) fn max_attempts(self) -> usize {
+        match self {
+            RetryReason::GoAway | RetryReason::RefusedStream | RetryReason::NotSent => {
+                MAX_UNPROCESSED_ATTEMPTS
+            }
+            RetryReason::KeepAliveRace | RetryReason::TokenRefused => MAX_ATTEMPTS,
         }
     }
 }
@@ -148,11 +166,23 @@ mod tests {
 
     #[test]
     fn pauses_are_short_and_grow() {
-        for attempt in 1..MAX_ATTEMPTS {
+        for attempt in 1..MAX_UNPROCESSED_ATTEMPTS {
             let p = pause(attempt);
             let base = Duration::from_millis(5 * attempt as u64);
             assert!(p >= base && p <= base * 2, "{p:?}");
         }
+    }
+
+    #[test]
+    fn what_was_not_processed_may_go_again_more_often() {
+        assert_eq!(RetryReason::GoAway.max_attempts(), MAX_UNPROCESSED_ATTEMPTS);
+        assert_eq!(
+            RetryReason::NotSent.max_attempts(),
+            MAX_UNPROCESSED_ATTEMPTS
+        );
+        assert_eq!(RetryReason::KeepAliveRace.max_attempts(), MAX_ATTEMPTS);
+        let worst: Duration = (1..MAX_UNPROCESSED_ATTEMPTS).map(pause).sum();
+        assert!(worst <= Duration::from_millis(450), "{worst:?}");
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! by the timeouts.
 //!
 //! An attempt goes again, on a fresh connection and after a short jittered pause, when the
-//! upstream provably did not process it (a GOAWAY'd stream, REFUSED_STREAM: any method),
-//! when a reused connection closed under an idempotent request (the keep-alive race), or
-//! once when IAP itself refused the token (with a fresh one) — always only while the body
-//! is still whole in the retry buffer (`outbound::body::Replay`).
+//! upstream provably did not process it (a GOAWAY'd stream, REFUSED_STREAM, no connection
+//! handed out: any method), when a reused connection closed under an idempotent request
+//! (the keep-alive race), or once when IAP itself refused the token (with a fresh one) —
+//! always only while the body is still whole in the retry buffer (`outbound::body::Replay`),
+//! and at most `RetryReason::max_attempts` times.
 //!
 //! Timeouts, one meaning each: `--stream-idle-timeout` while the client's body is still
 //! coming (no byte either way), `--upstream-timeout` from the end of that body to the
@@ -16,7 +17,9 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::capture_connection;
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 use tokio::sync::watch;
 
 use super::error::ProxyError;
@@ -43,7 +46,15 @@ enum Unanswered {
     Failed(hyper_util::client::legacy::Error),
     Timeout,
     Idle,
+    /// No connection was handed to it: nothing was sent.
+    NotSent,
 }
+
+/// How long an attempt may wait for a connection from the pool (the connect timeout is
+/// 10 s, plus the TLS handshake). hyper-util's pool can leave a request waiting for an HTTP/2
+/// connection that went away before it was handed out; such a request was never sent, so
+/// it goes again rather than waiting out `--upstream-timeout`.
+const CHECKOUT_LIMIT: Duration = Duration::from_secs(15);
 
 /// Sends the request until an attempt is answered or none may follow.
 pub(super) async fn exchange(
@@ -69,14 +80,14 @@ pub(super) async fn exchange(
         *out.uri_mut() = head.uri.clone();
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = head.headers.clone();
-        let captured = capture_connection(&mut out);
-        let sent = attempt(shared, http, out, replay.ended(), activity).await;
+        let mut captured = capture_connection(&mut out);
+        let sent = attempt(shared, http, out, replay.ended(), activity, &mut captured).await;
         let reused = reuse::was_reused(&captured).unwrap_or(false);
-        let again = attempts < retry::MAX_ATTEMPTS && replay.replayable();
+        let again = |reason: RetryReason| attempts < reason.max_attempts() && replay.replayable();
         let err = match sent {
             Ok(res) => {
                 let refused = iap::refused_token(res.status(), res.headers());
-                if !(refused && again && !token_replayed) {
+                if !(refused && again(RetryReason::TokenRefused) && !token_replayed) {
                     return Ok(res);
                 }
                 token_replayed = true;
@@ -105,11 +116,25 @@ pub(super) async fn exchange(
                     waited: shared.stream_idle.unwrap_or_default(),
                 });
             }
+            Err(Unanswered::NotSent) if again(RetryReason::NotSent) => {
+                tracing::debug!(
+                    attempts,
+                    "no upstream connection came in time; sending again"
+                );
+                shared.count_retry(RetryReason::NotSent);
+                continue;
+            }
+            Err(Unanswered::NotSent) => {
+                return Err(ProxyError::UpstreamConnect {
+                    upstream: shared.upstream.to_string(),
+                    reason: format!("no connection within {}s", CHECKOUT_LIMIT.as_secs()),
+                });
+            }
             Err(Unanswered::Failed(err)) => err,
         };
         let reason = retry::retry_reason(retry::classify(&err), &head.method, reused);
         match reason {
-            Some(reason) if again => {
+            Some(reason) if again(reason) => {
                 tracing::debug!(reason = reason.label(), attempts, error = %chain(&err), "the upstream did not process the request; sending it again");
                 shared.count_retry(reason);
                 tokio::time::sleep(retry::pause(attempts)).await;
@@ -143,6 +168,7 @@ async fn attempt(
     out: Request<Either<UpBody<Incoming>, http_body_util::Empty<bytes::Bytes>>>,
     mut body_ended: watch::Receiver<bool>,
     activity: &Activity,
+    captured: &mut CaptureConnection,
 ) -> Result<Response<Incoming>, Unanswered> {
     let started = std::time::Instant::now();
     let sending = http.request(out);
@@ -168,10 +194,20 @@ async fn attempt(
             () = activity.idle_for(limit) => {}
         }
     };
+    let not_sent = async {
+        let assigned = tokio::time::timeout(CHECKOUT_LIMIT, async {
+            // The watch guard is dropped here, not held across the wait below.
+            let _ = captured.wait_for_connection_metadata().await;
+        });
+        if assigned.await.is_ok() {
+            std::future::pending::<()>().await;
+        }
+    };
     let result = tokio::select! {
         sent = sending => sent.map_err(Unanswered::Failed),
         () = upstream_timeout => Err(Unanswered::Timeout),
         () = stalled => Err(Unanswered::Idle),
+        () = not_sent => Err(Unanswered::NotSent),
     };
     shared
         .upstream_latency

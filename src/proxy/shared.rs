@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub(super) upstream_latency: Histogram,
     pub(super) bytes_in: Counter,
     pub(super) bytes_out: Counter,
-    retries: [(RetryReason, Counter); 4],
+    retries: [(RetryReason, Counter); 5],
 }
 
 /// The configured upstream cannot be a request target: settings validated the URL, so this
@@ -82,6 +82,7 @@ impl Shared {
             RetryReason::RefusedStream,
             RetryReason::KeepAliveRace,
             RetryReason::TokenRefused,
+            RetryReason::NotSent,
         ]
         .map(|reason| {
             let labels = RetryLabels {
