@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, header};
@@ -12,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
@@ -22,7 +24,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::TraceLayer;
 
 use super::admit::{Admission, AdmitLayer};
-use super::conn::{ConnSlot, ConnState};
+use super::conn::{ConnSlot, ConnState, Expired};
 use super::conn_io::Watched;
 use super::error::ProxyError;
 use super::forward::Proxy;
@@ -105,7 +107,8 @@ pub(crate) async fn serve(
     let queue = QueueLayer::new(opts.max_concurrent_requests, opts.max_queued_requests);
     let connections = Arc::new(Semaphore::new(opts.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
-    let graceful = GracefulShutdown::new();
+    // Turns true when the drain starts: every connection then closes once idle.
+    let (draining, drain_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -148,20 +151,17 @@ pub(crate) async fn serve(
             .layer(queue.clone())
             .service(Proxy::new(shared.clone(), remote, state.clone()));
         let io = Watched::new(stream, state.clone(), opts.max_header_bytes);
-        let conn =
-            builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn.into_owned());
-        let (header_read, idle) = (opts.header_read_timeout, opts.client_idle_timeout);
-        tokio::spawn(async move {
-            tokio::select! {
-                ended = conn => if let Err(err) = ended {
-                    tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
-                },
-                why = state.watchdog(header_read, idle) => {
-                    tracing::debug!(?why, remote = ?remote, "connection closed by its deadline");
-                }
-            }
-        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
+            .into_owned();
+        let deadlines = (opts.header_read_timeout, opts.client_idle_timeout);
+        tokio::spawn(run_connection(
+            conn,
+            state,
+            deadlines,
+            drain_rx.clone(),
+            remote,
+        ));
     }
     drop(listener);
     tracing::info!(
@@ -170,8 +170,8 @@ pub(crate) async fn serve(
     );
     // Every slot back: every connection closed, tunnels included.
     let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
+    let _ = draining.send(true);
     let drained = async {
-        graceful.shutdown().await;
         let _ = connections.acquire_many(all).await;
     };
     match tokio::time::timeout(opts.shutdown_grace, drained).await {
@@ -186,6 +186,60 @@ pub(crate) async fn serve(
             shared.tunnels.cancel();
             let _ = tokio::time::timeout(CUT_TIME, connections.acquire_many(all)).await;
             Drain::TimedOut
+        }
+    }
+}
+
+/// How long an HTTP/2 connection closed for idleness gets to see its GOAWAY out.
+const GOAWAY_TIME: Duration = Duration::from_secs(5);
+
+/// One client connection until it ends: closed by its watchdog (no complete request head
+/// in time: dropped; idle: dropped on HTTP/1.1, a GOAWAY first on HTTP/2), or gracefully
+/// once the drain starts (hyper finishes what is in flight and closes idle connections).
+async fn run_connection<C>(
+    conn: C,
+    state: Arc<ConnState>,
+    (header_read, idle): (Duration, Duration),
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    remote: Option<SocketAddr>,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let open = closing.is_none();
+        let draining = async {
+            let _ = drain.wait_for(|d| *d).await;
+        };
+        let goaway_sent = async {
+            match closing.as_mut() {
+                Some(deadline) => deadline.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
+                }
+                return;
+            }
+            why = state.watchdog(header_read, idle), if open => {
+                tracing::debug!(?why, remote = ?remote, "connection closed by its deadline");
+                if why != Expired::Idle || !state.h2.load(Ordering::Relaxed) {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(GOAWAY_TIME)));
+            }
+            () = draining, if open => {
+                conn.as_mut().graceful_shutdown();
+                // The grace period bounds the drain; this only stops re-arming.
+                closing = Some(Box::pin(tokio::time::sleep(Duration::from_secs(86_400))));
+            }
+            () = goaway_sent => return,
         }
     }
 }

@@ -173,3 +173,35 @@ async fn an_idle_websocket_is_closed_with_a_close_frame() {
     }
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_h2c_connection_is_sent_a_goaway_after_the_client_idle_timeout() {
+    let w = World::new().await;
+    let proxy = InProcess::start(with(&w, &["--client-idle-timeout", "1"]), w.env()).await;
+    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let req = Request::get(proxy.url("/echo")).body(()).unwrap();
+    let (response, _) = h2.send_request(req, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let idle_from = Instant::now();
+    // `h2` stays alive: the client does not close the connection itself.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed within 10 s")
+        .unwrap();
+    assert!(
+        ended.is_ok(),
+        "closed with GOAWAY(NO_ERROR), not cut: {ended:?}"
+    );
+    assert!(idle_from.elapsed() >= Duration::from_millis(900));
+    drop(h2);
+    proxy.stop().await;
+}
