@@ -12,15 +12,15 @@
 //! coming (no byte either way), `--upstream-timeout` from the end of that body to the
 //! response head.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use std::time::Duration;
-
 use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::error::ProxyError;
 use super::headers;
@@ -67,6 +67,9 @@ pub(super) async fn exchange(
 ) -> Result<Response<Incoming>, ProxyError> {
     let mut attempts = 0;
     let mut token_replayed = false;
+    // One --upstream-timeout for the request, however many attempts it takes: set when
+    // the client's body has ended.
+    let until = OnceLock::new();
     loop {
         attempts += 1;
         let Some(body) = replay.attempt() else {
@@ -81,7 +84,12 @@ pub(super) async fn exchange(
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = head.headers.clone();
         let mut captured = capture_connection(&mut out);
-        let sent = attempt(shared, http, out, replay.ended(), activity, &mut captured).await;
+        let waits = Waits {
+            body_ended: replay.ended(),
+            until: &until,
+            activity,
+        };
+        let sent = attempt(shared, http, out, waits, &mut captured).await;
         let reused = reuse::was_reused(&captured).unwrap_or(false);
         let again = |reason: RetryReason| attempts < reason.max_attempts() && replay.replayable();
         let err = match sent {
@@ -161,15 +169,27 @@ fn failed(
     }
 }
 
+/// What an attempt waits on besides the upstream: the end of the client's body, the
+/// request's upstream deadline (once that body ended), the stream's activity.
+struct Waits<'a> {
+    body_ended: watch::Receiver<bool>,
+    until: &'a OnceLock<Instant>,
+    activity: &'a Activity,
+}
+
 /// One attempt: the response head, or why there is none.
 async fn attempt(
     shared: &Shared,
     http: &UpstreamClient,
     out: Request<Either<UpBody<Incoming>, http_body_util::Empty<bytes::Bytes>>>,
-    mut body_ended: watch::Receiver<bool>,
-    activity: &Activity,
+    waits: Waits<'_>,
     captured: &mut CaptureConnection,
 ) -> Result<Response<Incoming>, Unanswered> {
+    let Waits {
+        mut body_ended,
+        until,
+        activity,
+    } = waits;
     let started = std::time::Instant::now();
     let sending = http.request(out);
     let timeout = shared.upstream_timeout;
@@ -178,7 +198,8 @@ async fn attempt(
     // --upstream-timeout: from the end of the client's body to the response head.
     let upstream_timeout = async move {
         let _ = ended_rx.wait_for(|ended| *ended).await;
-        tokio::time::sleep(timeout).await;
+        let deadline = *until.get_or_init(|| Instant::now() + timeout);
+        tokio::time::sleep_until(deadline).await;
     };
     // --stream-idle-timeout: only while the client's body is still coming.
     let stalled = async move {
