@@ -318,3 +318,22 @@ async fn iaps_401_replays_a_body_held_in_the_retry_buffer() {
     assert!(!posts[0].authorized() && posts[1].authorized());
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn idle_pooled_upstream_connections_are_closed_by_the_proxy_first() {
+    let w = World::new().await;
+    let up = FaultyH1::start(H1Fault::Healthy).await;
+    let extra = ["--upstream-idle-timeout", "1"];
+    let proxy = InProcess::start(settings_for(&w, &up.url(), up.ca_path(), &extra), w.env()).await;
+    assert_eq!(
+        get(&client::http1(), &proxy.url("/once")).await.status,
+        StatusCode::OK
+    );
+    let idle_from = Instant::now();
+    up.wait_closed(1, Duration::from_secs(10)).await;
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(900),
+        "closed only once idle"
+    );
+    proxy.stop().await;
+}

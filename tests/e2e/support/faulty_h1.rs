@@ -39,6 +39,8 @@ pub struct SeenH1 {
 
 pub struct FaultyH1 {
     seen: Arc<Mutex<Vec<SeenH1>>>,
+    /// Connections the proxy closed (end of stream between requests), counted.
+    closed: tokio::sync::watch::Sender<usize>,
     server: AcceptLoop,
     port: u16,
     ca_path: PathBuf,
@@ -61,13 +63,20 @@ impl FaultyH1 {
         let acceptor = TlsAcceptor::from(ca.server_config(&[b"http/1.1"]));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
-        let rec = seen.clone();
+        let closed = tokio::sync::watch::channel(0).0;
+        let (rec, closes) = (seen.clone(), closed.clone());
         let server = spawn_accept_loop(listener, move |tcp| {
             let conn = conns.fetch_add(1, Ordering::SeqCst);
-            serve(fault, acceptor.clone(), tcp, conn, rec.clone())
+            let (rec, closes) = (rec.clone(), closes.clone());
+            let acceptor = acceptor.clone();
+            async move {
+                serve(fault, acceptor, tcp, conn, rec).await;
+                closes.send_modify(|n| *n += 1);
+            }
         });
         FaultyH1 {
             seen,
+            closed,
             server,
             port,
             ca_path,
@@ -83,6 +92,15 @@ impl FaultyH1 {
     }
     pub fn seen(&self) -> Vec<SeenH1> {
         self.seen.lock().unwrap().clone()
+    }
+    /// Waits (bounded) until `n` connections have ended.
+    pub async fn wait_closed(&self, n: usize, within: std::time::Duration) {
+        let mut rx = self.closed.subscribe();
+        let done = tokio::time::timeout(within, rx.wait_for(|c| *c >= n)).await;
+        assert!(
+            matches!(done, Ok(Ok(_))),
+            "fewer than {n} connections ended within {within:?}"
+        );
     }
 }
 
