@@ -95,27 +95,32 @@ impl<T: AsyncWrite + Unpin> Watched<T> {
         })
     }
 
-    /// The first slice of a write: hyper's own answer to replace, or a head to count.
-    fn inspect(&mut self, first: &[u8]) -> bool {
+    /// What the first slice of a write is. Nothing is counted here: a write that comes
+    /// back Pending is offered again.
+    fn look(&self, first: &[u8]) -> Look {
         if self.mode != Mode::Http1 || self.state.upgraded.load(Ordering::Relaxed) {
-            return false;
+            return Look::Other;
         }
         let produced = self.state.produced.load(Ordering::Acquire);
         let seen = self.state.seen.load(Ordering::Relaxed);
         if produced > seen {
-            if first.starts_with(b"HTTP/1.") && !first.starts_with(b"HTTP/1.1 1") {
-                self.state.seen.store(seen + 1, Ordering::Relaxed);
-            }
-            return false;
+            let head = first.starts_with(b"HTTP/1.") && !first.starts_with(b"HTTP/1.1 1");
+            return if head { Look::Head } else { Look::Other };
         }
         match hypers_own_answer(first) {
-            Some(status) => {
-                self.pending = render(own_error(status, self.header_limit));
-                true
-            }
-            None => false,
+            Some(status) => Look::HypersOwn(status),
+            None => Look::Other,
         }
     }
+}
+
+/// A write, as `conn_io` tells them apart.
+enum Look {
+    /// The head of a response the service produced.
+    Head,
+    /// An answer hyper made itself, to be replaced by the proxy's own.
+    HypersOwn(StatusCode),
+    Other,
 }
 
 /// The status of an answer hyper wrote by itself: a 4xx head with an empty body and no
@@ -218,14 +223,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
             ready!(this.poll_pending(cx))?;
         }
         let first = bufs.iter().find(|b| !b.is_empty());
-        if let Some(first) = first {
-            if this.inspect(first) {
-                // Claimed as written: hyper's answer is replaced by `pending`.
-                return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
-            }
+        let look = first.map_or(Look::Other, |first| this.look(first));
+        if let Look::HypersOwn(status) = look {
+            this.pending = render(own_error(status, this.header_limit));
+            // Claimed as written: hyper's answer is replaced by `pending`.
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
         }
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        this.unflushed |= n > 0;
+        if n > 0 {
+            this.unflushed = true;
+            if let Look::Head = look {
+                this.state.seen.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -258,6 +268,47 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::conn::ConnSlot;
+    use tokio::io::AsyncWriteExt;
+
+    /// The service produced one answer shaped like hyper's own (an upstream's empty 404),
+    /// written in pieces through a small pipe; then hyper answers a head it could not parse.
+    #[tokio::test]
+    async fn only_answers_hyper_made_itself_are_replaced() {
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let state = ConnState::new(ConnSlot::new(permit, Default::default()));
+        let (ours, mut peer) = tokio::io::duplex(16);
+        let mut w = Watched::new(ours, state.clone(), 8192);
+        w.mode = Mode::Http1;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut peer, &mut got)
+                .await
+                .unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        let date = "date: Thu, 03 Dec 2026 08:00:00 GMT";
+        let upstream = format!("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n{date}\r\n\r\n");
+        state.produced.fetch_add(1, Ordering::AcqRel);
+        w.write_all(upstream.as_bytes()).await.unwrap();
+        let auto = format!(
+            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n{date}\r\n\r\n"
+        );
+        w.write_all(auto.as_bytes()).await.unwrap();
+        w.shutdown().await.unwrap();
+        drop(w);
+        let got = reader.await.unwrap();
+        let rest = got
+            .strip_prefix(&upstream)
+            .unwrap_or_else(|| panic!("{got}"));
+        assert!(rest.starts_with("HTTP/1.1 431 "), "{rest}");
+        assert!(
+            rest.contains("x-iap-proxy-error: headers-too-large"),
+            "{rest}"
+        );
+    }
 
     #[test]
     fn hypers_own_answers_are_recognised() {
