@@ -7,15 +7,17 @@
 //! - `run/` — start-up: bind every listener, build each route (audience, token cache,
 //!   upstream clients), serve, reload changed files, drain on shutdown.
 //! - [`check`] — `iap-proxy check`: run a route once and explain each usual mistake.
-//! - `proxy/` — the data path: listener, server, one request's way (headers, token,
-//!   forwarding, upgrades), the proxy's own answers, the client secret.
+//! - `proxy/` — the data path: listener, server, each client connection (its slot,
+//!   deadlines, the socket as hyper sees it), the bounded queue, one request's way (headers,
+//!   token, attempts and timeouts, upgrades), the proxy's own answers, the client secret.
 //! - `ops/` — operations: admin endpoints, Prometheus metrics, the access log, logging.
 //! - `iap/` — IAP's own conventions: its generated-response header, the sign-in redirect's
 //!   client ID, audience discovery.
 //! - `auth/` — credentials: finding them (ADC order), one file per source, the token cache
 //!   that keeps one fresh ID token, the HTTP client for Google's endpoints.
-//! - `outbound/` — outbound connections: trust roots, pooled upstream clients, egress
-//!   through `HTTPS_PROXY`.
+//! - `outbound/` — outbound connections: trust roots, pooled upstream clients (and how they
+//!   notice dead connections), replayable request bodies, which failures may be retried,
+//!   egress through `HTTPS_PROXY`.
 //! - [`config`] — flags > env `IAP_PROXY_*` > TOML file > defaults, validated all at once.
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]

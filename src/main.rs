@@ -138,6 +138,8 @@ fn reload_signals() -> impl futures_util::Stream<Item = ()> + Unpin + Send + 'st
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future resolves on the first of them.
+/// A second one exits at once (exit code 1: whatever was still open is cut), for the person
+/// who pressed Ctrl-C twice and the supervisor that means it.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
@@ -153,6 +155,20 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutdown requested");
+        tracing::info!(
+            signal = name,
+            "shutdown requested; a second signal exits at once"
+        );
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::warn!(
+                signal = name,
+                "second signal: exiting now, cutting what is still open"
+            );
+            std::process::exit(1);
+        });
     }
 }

@@ -15,6 +15,7 @@ mod origin;
 mod read;
 mod read_credentials;
 mod routes;
+mod row;
 mod settings;
 mod suggest;
 mod table;
@@ -32,4 +33,4 @@ pub use settings::{
     AUDIENCE_AUTO, DEFAULT_ROUTE, ProcessSettings, RouteSettings, Settings, TokenSettings,
 };
 pub(crate) use values::is_loopback_host;
-pub use values::{AuthHeader, ListenAddr, LogFormat, TokenKind};
+pub use values::{AuthHeader, ListenAddr, LogFormat, TokenKind, UpstreamLiveness};

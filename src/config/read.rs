@@ -13,6 +13,9 @@ use super::layers::Layered;
 use super::table;
 use super::values::{ListenAddr, is_loopback_host, is_loopback_ip};
 
+/// The ceiling of every seconds setting: one day.
+pub(super) const MAX_SECONDS: u64 = 86_400;
+
 impl Layered {
     pub(super) fn string(&mut self, key: &str) -> Option<String> {
         match self.values.get(key).map(|v| &v.kind) {
@@ -85,7 +88,9 @@ impl Layered {
         }
     }
 
-    pub(super) fn number(&mut self, key: &str, min: u64, unit: &str) -> Option<u64> {
+    /// A whole number from `min` to `max`: every count and duration has a ceiling, so an
+    /// absurd value is a settings error here rather than an overflow or a panic later.
+    pub(super) fn number(&mut self, key: &str, min: u64, max: u64, unit: &str) -> Option<u64> {
         let parsed = match self.values.get(key).map(|v| &v.kind) {
             None | Some(ValueKind::Nil) => return None,
             Some(ValueKind::I64(n)) => u64::try_from(*n).ok(),
@@ -96,23 +101,26 @@ impl Layered {
             Some(_) => None,
         };
         match parsed {
-            Some(n) if n >= min => Some(n),
+            Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 self.problem(
                     key,
-                    &format!("must be a whole number of {unit}, at least {min}"),
+                    &format!("must be a whole number of {unit}, at least {min} and at most {max}"),
                 );
                 None
             }
         }
     }
 
+    /// Seconds, at most a day: no timeout here needs more, and every deadline stays far
+    /// from `Instant`'s overflow.
     pub(super) fn seconds(&mut self, key: &str, min: u64) -> Option<Duration> {
-        self.number(key, min, "seconds").map(Duration::from_secs)
+        self.number(key, min, MAX_SECONDS, "seconds")
+            .map(Duration::from_secs)
     }
 
-    pub(super) fn count(&mut self, key: &str, min: u64, unit: &str) -> Option<usize> {
-        self.number(key, min, unit)
+    pub(super) fn count(&mut self, key: &str, min: u64, max: u64, unit: &str) -> Option<usize> {
+        self.number(key, min, max, unit)
             .and_then(|n| usize::try_from(n).ok())
     }
 

@@ -15,7 +15,9 @@ use super::hosts::{AllowedHosts, AllowedOrigins};
 use super::layers::{ConfigErrors, For, Layered};
 use super::origin::Origin;
 use super::routes;
-use super::values::{AuthHeader, ListenAddr, LogFormat, TokenKind, is_loopback_ip};
+use super::values::{
+    AuthHeader, ListenAddr, LogFormat, TokenKind, UpstreamLiveness, is_loopback_ip,
+};
 
 /// The name of the route made of the top-level settings.
 pub const DEFAULT_ROUTE: &str = "default";
@@ -55,6 +57,18 @@ pub struct ProcessSettings {
     pub metadata_wait: Duration,
     /// How often the files read at start-up are checked for changes (zero: only on SIGHUP).
     pub reload_interval: Duration,
+    /// No byte either way on a body or tunnel for this long cuts it; `None` = never.
+    pub stream_idle_timeout: Option<Duration>,
+    /// An idle keep-alive client connection is closed after this long.
+    pub client_idle_timeout: Duration,
+    /// Requests that may wait for a `max_concurrent_requests` slot.
+    pub max_queued_requests: usize,
+    /// HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Request bodies up to this many bytes are held for a replay.
+    pub retry_buffer_bytes: usize,
+    /// Upstream connections: pool idle timeout, HTTP/2 PINGs.
+    pub upstream_liveness: UpstreamLiveness,
 }
 
 /// One route: where it listens, what it forwards to, and how it gets its token.
@@ -159,15 +173,23 @@ impl ProcessSettings {
         let shutdown_grace = l.seconds("shutdown_grace", 0);
         let header_read_timeout = l.seconds("header_read_timeout", 1);
         // hyper refuses a smaller read buffer than 8 KiB.
-        let max_header_bytes = l.count("max_header_bytes", 8192, "bytes");
-        let max_concurrent_requests = l.count("max_concurrent_requests", 1, "requests");
+        let max_header_bytes = l.count("max_header_bytes", 8192, 1 << 20, "bytes");
+        let max_concurrent_requests = l.count("max_concurrent_requests", 1, MAX_COUNT, "requests");
         let admin_listen = l.admin_listen(allow_non_loopback);
         let max_sigterm_delay = l.seconds("max_sigterm_delay", 0);
-        let max_connections = l.count("max_connections", 1, "connections");
+        let max_connections = l.count("max_connections", 1, MAX_COUNT, "connections");
         let access_log = l.boolean("access_log");
         let trust_network = l.boolean("trust_network");
         let metadata_wait = l.seconds("metadata_wait", 1);
         let reload_interval = l.seconds("reload_interval", 0);
+        let stream_idle_timeout = l.seconds("stream_idle_timeout", 0);
+        let client_idle_timeout = l.seconds("client_idle_timeout", 1);
+        let max_queued_requests = l.count("max_queued_requests", 0, MAX_COUNT, "requests");
+        let max_concurrent_streams = l.number("max_concurrent_streams", 1, 10_000, "streams");
+        let retry_buffer_bytes = l.count("retry_buffer_bytes", 0, 16 << 20, "bytes");
+        let idle_timeout = l.seconds("upstream_idle_timeout", 1);
+        let ping_interval = l.seconds("upstream_ping_interval", 0);
+        let ping_timeout = l.seconds("upstream_ping_timeout", 1);
         Some(ProcessSettings {
             upstream_ca,
             allow_non_loopback,
@@ -183,9 +205,23 @@ impl ProcessSettings {
             trust_network,
             metadata_wait: metadata_wait?,
             reload_interval: reload_interval?,
+            stream_idle_timeout: stream_idle_timeout.map(|d| (!d.is_zero()).then_some(d))?,
+            client_idle_timeout: client_idle_timeout?,
+            max_queued_requests: max_queued_requests?,
+            max_concurrent_streams: u32::try_from(max_concurrent_streams?).ok()?,
+            retry_buffer_bytes: retry_buffer_bytes?,
+            upstream_liveness: UpstreamLiveness {
+                idle_timeout: idle_timeout?,
+                ping_interval: ping_interval.map(|d| (!d.is_zero()).then_some(d))?,
+                ping_timeout: ping_timeout?,
+            },
         })
     }
 }
+
+/// The ceiling of connection and request counts: far above what one process serves, far
+/// below what a semaphore can hold.
+const MAX_COUNT: u64 = 1_000_000;
 
 impl RouteSettings {
     /// Reads and validates one route's keys; problems go to `l.errors`.

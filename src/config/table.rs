@@ -4,73 +4,8 @@
 //! the help. The command line, the environment, the TOML file, route inheritance and the
 //! list of known keys are all read off this table; `settings.rs` gives each key its type.
 
-/// Who a setting belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// One value for the whole process; refused inside a `[[routes]]` table.
-    Process,
-    /// Each route's own; a `[[routes]]` table may set it, else it inherits the top level.
-    Route,
-    /// Only inside a `[[routes]]` table (no flag, no variable).
-    RouteTable,
-}
-
-/// How the flag takes its value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg {
-    /// `--key VALUE`, shown as `VALUE` in the help.
-    Value(&'static str),
-    /// `--key NAME`, NAME one of a value enum's: listed by `--help` and offered by shell
-    /// completions. `choices::<T>` gives them, so the enum is their one declaration.
-    Choice(fn() -> Vec<clap::builder::PossibleValue>),
-    /// `--key` alone means true.
-    Switch,
-}
-
-/// The names (and help) of a value enum's variants, for [`Arg::Choice`].
-pub(crate) fn choices<T: clap::ValueEnum>() -> Vec<clap::builder::PossibleValue> {
-    T::value_variants()
-        .iter()
-        .filter_map(clap::ValueEnum::to_possible_value)
-        .collect()
-}
-
-/// Whether `iap-proxy token` takes the setting too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Token {
-    No,
-    Yes,
-    /// Taken, but without the proxy's default (the token command cannot discover one).
-    WithoutDefault,
-}
-
-#[derive(Debug)]
-pub(crate) struct Setting {
-    pub(crate) key: &'static str,
-    pub(crate) scope: Scope,
-    pub(crate) arg: Arg,
-    pub(crate) default: Option<&'static str>,
-    pub(crate) token: Token,
-    pub(crate) help: &'static str,
-}
-
-const fn row(
-    key: &'static str,
-    scope: Scope,
-    arg: Arg,
-    default: Option<&'static str>,
-    token: Token,
-    help: &'static str,
-) -> Setting {
-    Setting {
-        key,
-        scope,
-        arg,
-        default,
-        token,
-        help,
-    }
-}
+use super::row::row;
+pub(crate) use super::row::{Arg, Scope, Setting, Token, choices};
 
 use super::values::{AuthHeader, LogFormat, TokenKind};
 use Arg::{Choice, Switch, Value};
@@ -252,7 +187,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "max_connections",
         Process,
         Value("N"),
-        Some("10000"),
+        Some("1024"),
         Token::No,
         "Client connections held open at once; past it a new one is answered 503 \
          (too-many-connections) and closed",
@@ -324,6 +259,72 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Token::No,
         "Seconds between checks of the credentials, --upstream-ca and --client-secret-file \
          files for changes, which are then put in use (0: only on SIGHUP)",
+    ),
+    row(
+        "stream_idle_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("300"),
+        Token::No,
+        "Seconds a request or response body, or a WebSocket tunnel, may move no byte either way \
+         before it is cut (0 = never)",
+    ),
+    row(
+        "client_idle_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("120"),
+        Token::No,
+        "Seconds an idle keep-alive client connection is kept open between requests",
+    ),
+    row(
+        "max_queued_requests",
+        Process,
+        Value("N"),
+        Some("1024"),
+        Token::No,
+        "Requests that may wait past --max-concurrent-requests; more get 503 (overloaded)",
+    ),
+    row(
+        "max_concurrent_streams",
+        Process,
+        Value("N"),
+        Some("100"),
+        Token::No,
+        "HTTP/2 streams one client connection may have open at once",
+    ),
+    row(
+        "retry_buffer_bytes",
+        Process,
+        Value("N"),
+        Some("65536"),
+        Token::No,
+        "Request bodies up to this size are held so that a request the upstream provably did \
+         not process can be sent again (0 = only bodiless requests)",
+    ),
+    row(
+        "upstream_idle_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("50"),
+        Token::No,
+        "Seconds an idle pooled upstream connection is kept (under the upstream's own idle timeout)",
+    ),
+    row(
+        "upstream_ping_interval",
+        Process,
+        Value("SECONDS"),
+        Some("15"),
+        Token::No,
+        "Seconds between HTTP/2 PINGs on upstream connections (0 = no PINGs)",
+    ),
+    row(
+        "upstream_ping_timeout",
+        Process,
+        Value("SECONDS"),
+        Some("10"),
+        Token::No,
+        "Seconds an HTTP/2 PING may go unanswered before the upstream connection is closed",
     ),
     row(
         "name",

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use url::Host;
 
@@ -110,6 +111,27 @@ impl fmt::Display for TokenKind {
             TokenKind::IdToken => "id-token",
             TokenKind::SelfSignedJwt => "self-signed-jwt",
         })
+    }
+}
+
+/// How the proxy notices dead upstream connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamLiveness {
+    /// An idle pooled connection is closed after this long.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PINGs this often (`None`: no PINGs), each answered within `ping_timeout`.
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+}
+
+impl Default for UpstreamLiveness {
+    /// The defaults of the settings table.
+    fn default() -> Self {
+        UpstreamLiveness {
+            idle_timeout: Duration::from_secs(50),
+            ping_interval: Some(Duration::from_secs(15)),
+            ping_timeout: Duration::from_secs(10),
+        }
     }
 }
 

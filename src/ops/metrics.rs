@@ -48,6 +48,13 @@ pub(crate) struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RetryLabels {
+    pub(crate) route: Arc<str>,
+    /// `goaway`, `refused_stream`, `keepalive_race` or `token_refused`.
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RefreshLabels {
     /// The kind of credential (`service_account`, `metadata_server`…): never a path or an
     /// email, which would make a series per file or account.
@@ -87,6 +94,7 @@ pub(crate) struct Metrics {
     pub(crate) refresher_restarts: Family<SourceLabels, Counter>,
     pub(crate) reloads: Family<ReloadLabels, Counter>,
     pub(crate) reload_failures: Family<ReloadLabels, Counter>,
+    pub(crate) upstream_retries: Family<RetryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -186,8 +194,15 @@ impl Metrics {
             "Changed files refused (the previous one stays in use): credentials, upstream_ca, client_secret",
             reload_failures.clone(),
         );
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream attempts sent again, by route and reason",
+            upstream_retries.clone(),
+        );
         Metrics {
             registry,
+            upstream_retries,
             requests,
             upstream_latency,
             bytes_in,

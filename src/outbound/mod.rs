@@ -1,10 +1,16 @@
-//! Outbound connections: trust roots, the pooled upstream clients, the bodies they carry,
-//! and egress through a corporate proxy. Google's token endpoints use the same roots and
+//! Outbound connections: trust roots, the pooled upstream clients (and how they notice dead
+//! connections), the bodies they carry (replayable while small), which failures may be
+//! retried, and egress through a corporate proxy. Google's token endpoints use the same roots and
 //! egress (see `auth::http`).
 
+pub(crate) mod activity;
 pub(crate) mod body;
 pub(crate) mod clients;
 pub(crate) mod egress;
+pub(crate) mod retry;
+#[cfg(test)]
+mod retry_tests;
+pub(crate) mod reuse;
 pub(crate) mod tls;
 
 /// The TLS error inside a connection error, if that is what it is: where the certificate

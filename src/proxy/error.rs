@@ -76,6 +76,20 @@ pub(crate) enum ProxyError {
         "iap-proxy already holds {limit} client connections (--max-connections); this one is closed, retry later or reuse a connection"
     )]
     TooManyConnections { limit: usize },
+    #[error(
+        "the request head is over the limit of {limit} bytes (--max-header-bytes), or has too many header lines"
+    )]
+    HeadTooLarge { limit: usize },
+    #[error("the request target is too long")]
+    UriTooLong,
+    #[error("bad request: the request head could not be parsed")]
+    MalformedHead,
+    #[error(
+        "iap-proxy is overloaded: --max-concurrent-requests are in flight and {queued} more already wait (--max-queued-requests); retry later"
+    )]
+    Overloaded { queued: usize },
+    #[error("no byte of the request moved either way for {}s (--stream-idle-timeout)", .waited.as_secs())]
+    StreamIdle { waited: Duration },
 }
 
 impl ProxyError {
@@ -97,6 +111,11 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ClientSecret { .. } => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             ProxyError::TooManyConnections { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::MalformedHead => StatusCode::BAD_REQUEST,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::StreamIdle { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -119,6 +138,11 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => "headers-too-large",
             ProxyError::ClientSecret { .. } => "client-secret",
             ProxyError::TooManyConnections { .. } => "too-many-connections",
+            ProxyError::HeadTooLarge { .. } => "headers-too-large",
+            ProxyError::UriTooLong => "uri-too-long",
+            ProxyError::MalformedHead => "bad-request",
+            ProxyError::Overloaded { .. } => "overloaded",
+            ProxyError::StreamIdle { .. } => "stream-idle-timeout",
         }
     }
 

@@ -54,6 +54,24 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) 
     }
 }
 
+/// A client's request headers made ready for the upstream: hop-by-hop and Connection-named
+/// headers gone, `Host` gone (the client sets the upstream's), forwarding headers set, the
+/// token in its header, cookies in one field.
+pub(crate) fn prepare_request(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    original_host: Option<&HeaderValue>,
+    mode: AuthHeader,
+    bearer: &HeaderValue,
+) {
+    strip_hop_by_hop(headers, true);
+    headers.remove(header::HOST);
+    set_forwarded(headers, client, original_host);
+    set_token(headers, mode, bearer);
+    // Even the h2 client may land on an HTTP/1.1 upstream (ALPN), and one field is valid on h2.
+    join_cookies(headers);
+}
+
 /// Sets X-Forwarded-For (appended, as nginx's `$proxy_add_x_forwarded_for` does),
 /// X-Forwarded-Proto and X-Forwarded-Host. Without a peer address (a Unix socket) there is
 /// nothing to vouch for, so a client's own X-Forwarded-For is dropped rather than passed on
@@ -158,6 +176,10 @@ pub(crate) fn rewrite_location(
     }
     HeaderValue::try_from(rewritten).ok()
 }
+
+#[cfg(test)]
+#[path = "headers_prop_tests.rs"]
+mod prop_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,29 +1,23 @@
 //! IAP's own 401: the token was refused before the application saw the request. The
 //! token cache decides on the refresh (once per token, backing off when fresh tokens are
 //! refused too); this decides what the request does: sent once more with a newer token
-//! when it has no body, else its 401 passed on. When IAP refuses fresh tokens too, one
+//! when its body (if any) is still held in the retry buffer, else its 401 passed on. When IAP refuses fresh tokens too, one
 //! warning per token says so, quoting IAP's 401 body, which still reaches the client whole.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::Response;
 use http_body::Frame;
-use http_body_util::{BodyExt, BodyStream, Either, Empty, StreamBody};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 
-use super::body::ResBody;
-use super::error::ProxyError;
-use super::headers;
+use super::body::{BoxError, ResBody};
 use crate::auth::cache::Repeated;
 use crate::auth::{IdToken, TokenCache, scrub};
-use crate::config::AuthHeader;
-use crate::iap;
-use crate::outbound::body::ReqBody;
 
 /// IAP's 401 bodies are a line of text (or a small page); this much is enough to quote.
 const MESSAGE_BYTES: usize = 4096;
@@ -35,76 +29,64 @@ const QUOTED_CHARS: usize = 300;
 /// What the refusal handling needs of the route.
 pub(crate) struct Context<'a> {
     pub(crate) tokens: &'a TokenCache,
-    pub(crate) header: AuthHeader,
     pub(crate) route: &'a str,
     /// `iap_proxy_iap_refusals_total{route}`.
     pub(crate) counter: &'a Counter,
 }
 
+/// What to do with a request IAP refused.
+pub(crate) enum Decision {
+    /// Send it once more with this newer token.
+    Replay(Arc<IdToken>),
+    /// Pass IAP's 401 on as it is.
+    PassOn(Response<Incoming>),
+    /// Pass IAP's 401 on: its body was read to quote it in a warning, and is whole again.
+    Quoted(Response<ResBody>),
+}
+
 /// IAP refused `token` (its own 401). The refresh it calls for is asked for whether or not
-/// this request can be sent again, so the next request has a fresh token even when this
-/// one, with its body gone, cannot. A bodiless request (`replay`) is sent once more with a
-/// newer token when there is one, or one is being fetched without backoff. When IAP keeps
-/// refusing fresh tokens the warning quotes its 401, which is then `Err`: already read.
-pub(crate) async fn after<F, Fut>(
+/// the request can be sent again (`replayable`: its body is held and it was not replayed
+/// already), so the next request has a fresh token even when this one cannot go again. A
+/// replayable request goes once more with a newer token when there is one, or one is being
+/// fetched without backoff. When IAP keeps refusing fresh tokens, one warning per token
+/// quotes its 401.
+pub(crate) async fn decide(
     cx: Context<'_>,
     res: Response<Incoming>,
     token: &Arc<IdToken>,
-    replay: Option<(Method, Uri, HeaderMap)>,
-    send: F,
-) -> Result<Result<Response<Incoming>, Response<ResBody>>, ProxyError>
-where
-    F: FnOnce(Request<ReqBody>) -> Fut,
-    Fut: Future<Output = Result<Response<Incoming>, ProxyError>>,
-{
+    replayable: bool,
+) -> Decision {
     cx.counter.inc();
     let refused = cx.tokens.refused(token);
     if let Some(repeated) = refused.repeated {
-        let read = warn_repeated(res, &cx, token, repeated).await;
-        return Ok(Err(read));
+        return Decision::Quoted(warn_repeated(res, &cx, token, repeated).await);
     }
-    let Some((method, uri, mut again_headers)) = replay else {
+    if !replayable {
         // Debug: with IAP refusing everything, one line per request would flood the log
         // (the WARN above says what matters, once per token).
         tracing::debug!(
-            "IAP refused the token (401) of a request with a body, which cannot be sent again; passing the 401 on and refreshing the token for the next request"
+            "IAP refused the token (401) of a request that cannot be sent again; passing the 401 on and refreshing the token for the next request"
         );
-        return Ok(Ok(res));
-    };
+        return Decision::PassOn(res);
+    }
     let fresh = match refused.newer {
         Some(newer) => newer,
         None if refused.fetching_now => match cx.tokens.newer_than(token).await {
             Ok(fresh) => fresh,
             Err(err) => {
                 tracing::warn!(error = %err, "IAP refused the token (401) and no fresh one came; passing the 401 on");
-                return Ok(Ok(res));
+                return Decision::PassOn(res);
             }
         },
         None => {
             tracing::debug!(
                 "IAP refused the token (401); token refreshes are backing off, passing the 401 on"
             );
-            return Ok(Ok(res));
+            return Decision::PassOn(res);
         }
     };
-    tracing::info!(%method, "IAP refused the token (401); replaying once with a fresh one");
-    headers::set_token(&mut again_headers, cx.header, fresh.bearer());
-    let mut again = Request::new(Either::Right(Empty::new()));
-    *again.method_mut() = method;
-    *again.uri_mut() = uri;
-    *again.version_mut() = Version::HTTP_11;
-    *again.headers_mut() = again_headers;
-    let res = send(again).await?;
-    if !iap::refused_token(res.status(), res.headers()) {
-        return Ok(Ok(res));
-    }
-    // The fresh token was refused too: recorded (it may back the next refresh off), not
-    // replayed again.
-    cx.counter.inc();
-    match cx.tokens.refused(&fresh).repeated {
-        Some(repeated) => Ok(Err(warn_repeated(res, &cx, &fresh, repeated).await)),
-        None => Ok(Ok(res)),
-    }
+    tracing::info!("IAP refused the token (401); replaying once with a fresh one");
+    Decision::Replay(fresh)
 }
 
 /// Logs that IAP refused `token` although it was fetched because its predecessor was
@@ -144,7 +126,7 @@ async fn warn_repeated(
 /// yields what was read and then the rest, with the text read as one scrubbed line.
 async fn read_head(mut body: Incoming) -> (ResBody, String) {
     let mut read = BytesMut::new();
-    let mut frames: Vec<Result<Frame<Bytes>, hyper::Error>> = Vec::new();
+    let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = Vec::new();
     let mut done = false;
     let _ = tokio::time::timeout(MESSAGE_WAIT, async {
         while read.len() < MESSAGE_BYTES {
@@ -163,7 +145,7 @@ async fn read_head(mut body: Incoming) -> (ResBody, String) {
                     }
                 },
                 Some(Err(err)) => {
-                    frames.push(Err(err));
+                    frames.push(Err(err.into()));
                     done = true;
                     break;
                 }
@@ -177,7 +159,8 @@ async fn read_head(mut body: Incoming) -> (ResBody, String) {
     let body = if done {
         BodyExt::boxed(StreamBody::new(head))
     } else {
-        BodyExt::boxed(StreamBody::new(head.chain(BodyStream::new(body))))
+        let rest = BodyStream::new(body).map(|frame| frame.map_err(BoxError::from));
+        BodyExt::boxed(StreamBody::new(head.chain(rest)))
     };
     (body, message)
 }

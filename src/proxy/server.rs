@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, header};
@@ -12,21 +14,25 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
 use tower_http::trace::TraceLayer;
 
 use super::admit::{Admission, AdmitLayer};
+use super::conn::{ConnSlot, ConnState, Expired};
+use super::conn_io::Watched;
 use super::error::ProxyError;
-use super::forward::{Proxy, Shared};
+use super::forward::Proxy;
 use super::listener::{Conn, Listener};
 use super::observe::ObserveLayer;
+use super::queue::QueueLayer;
+use super::shared::Shared;
+use super::track::TrackLayer;
 use crate::ops::metrics::Metrics;
 
 #[derive(Clone)]
@@ -35,6 +41,9 @@ pub(crate) struct ServerOptions {
     pub(crate) header_read_timeout: Duration,
     pub(crate) max_header_bytes: usize,
     pub(crate) max_concurrent_requests: usize,
+    pub(crate) max_queued_requests: usize,
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) client_idle_timeout: Duration,
     /// The route's name in logs and metrics.
     pub(crate) route: Arc<str>,
     pub(crate) metrics: Arc<Metrics>,
@@ -50,18 +59,21 @@ pub(crate) struct ServerOptions {
 /// cannot grow memory either.
 const REFUSING_AT_ONCE: usize = 64;
 const REFUSAL_TIME: Duration = Duration::from_secs(5);
+/// After the grace period, how long tunnels get to send their close frames.
+const CUT_TIME: Duration = Duration::from_secs(1);
 
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drain {
     /// Every in-flight request finished within the grace period.
     Clean,
-    /// The grace period ran out with connections still open; they were dropped.
+    /// The grace period ran out with connections (or WebSocket tunnels) still open; they
+    /// were cut.
     TimedOut,
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
-/// finish within the grace period.
+/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests and
+/// tunnels finish within the grace period.
 pub(crate) async fn serve(
     listener: Listener,
     shared: Arc<Shared>,
@@ -72,20 +84,31 @@ pub(crate) async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        // hyper answers 431 itself past this; our own check (with the error header) sits at
-        // max_header_bytes, so leave room above it for the request line and the first body bytes.
+        // The connection's watchdog (`conn`) keeps --header-read-timeout for every protocol,
+        // the first request's head included; hyper's own would also end idle keep-alive
+        // connections, which is --client-idle-timeout's job.
+        .header_read_timeout(None)
+        // Our check (with the error header) sits at max_header_bytes; past hyper's buffer
+        // `conn_io` answers for hyper, so leave room for the request line and body bytes.
         .max_buf_size(opts.max_header_bytes.saturating_mul(2).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
+        // h2 counts 32 bytes per field where we count 4: eight times ours is never reached
+        // before our own check answers with the error header.
         .max_header_list_size(
-            u32::try_from(opts.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
-        );
-    let limit = Arc::new(Semaphore::new(opts.max_concurrent_requests));
+            u32::try_from(opts.max_header_bytes.saturating_mul(8)).unwrap_or(u32::MAX),
+        )
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        // Streams reset before hyper accepted them, and streams hyper reset for errors: h2's
+        // GOAWAY past these; streams reset after being accepted are counted in `conn`.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    let queue = QueueLayer::new(opts.max_concurrent_requests, opts.max_queued_requests);
     let connections = Arc::new(Semaphore::new(opts.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
-    let graceful = GracefulShutdown::new();
+    // Turns true when the drain starts: every connection then closes once idle.
+    let (draining, drain_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -104,9 +127,17 @@ pub(crate) async fn serve(
             refuse(&builder, stream, remote, opts.max_connections, &refusing);
             continue;
         };
+        let state = ConnState::new(ConnSlot::new(held, opts.metrics.open_connections.clone()));
         let svc = ServiceBuilder::new()
+            .layer(TrackLayer(state.clone()))
             .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            // An upstream 5xx is the app's answer: the access log and metrics have it, so no
+            // ERROR line (tower-http's default failure classification).
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_failure(()),
+            )
             .layer(ObserveLayer::new(
                 opts.route.clone(),
                 opts.metrics.clone(),
@@ -117,34 +148,98 @@ pub(crate) async fn serve(
             .layer(SetSensitiveResponseHeadersLayer::new([
                 http::header::SET_COOKIE,
             ]))
-            .layer(GlobalConcurrencyLimitLayer::with_semaphore(limit.clone()))
-            .service(Proxy::new(shared.clone(), remote));
+            .layer(queue.clone())
+            .service(Proxy::new(shared.clone(), remote, state.clone()));
+        let io = Watched::new(stream, state.clone(), opts.max_header_bytes);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let conn = graceful.watch(conn.into_owned());
-        let open = opts.metrics.open_connections.clone();
-        open.inc();
-        tokio::spawn(async move {
-            let _held = held;
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
-            }
-            open.dec();
-        });
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
+            .into_owned();
+        let deadlines = (opts.header_read_timeout, opts.client_idle_timeout);
+        tokio::spawn(run_connection(
+            conn,
+            state,
+            deadlines,
+            drain_rx.clone(),
+            remote,
+        ));
     }
     drop(listener);
     tracing::info!(
         grace_secs = opts.shutdown_grace.as_secs(),
-        "shutting down: no longer accepting, draining in-flight requests"
+        "shutting down: no longer accepting, draining in-flight requests and tunnels"
     );
-    match tokio::time::timeout(opts.shutdown_grace, graceful.shutdown()).await {
+    // Every slot back: every connection closed, tunnels included.
+    let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
+    let _ = draining.send(true);
+    let drained = async {
+        let _ = connections.acquire_many(all).await;
+    };
+    match tokio::time::timeout(opts.shutdown_grace, drained).await {
         Ok(()) => {
             tracing::info!("drained; exiting");
             Drain::Clean
         }
         Err(_) => {
-            tracing::warn!("grace period ran out with requests still in flight; dropping them");
+            tracing::warn!(
+                "grace period ran out with requests or tunnels still open; cutting them"
+            );
+            shared.tunnels.cancel();
+            let _ = tokio::time::timeout(CUT_TIME, connections.acquire_many(all)).await;
             Drain::TimedOut
+        }
+    }
+}
+
+/// How long an HTTP/2 connection closed for idleness gets to see its GOAWAY out.
+const GOAWAY_TIME: Duration = Duration::from_secs(5);
+
+/// One client connection until it ends: closed by its watchdog (no complete request head
+/// in time: dropped; idle: dropped on HTTP/1.1, a GOAWAY first on HTTP/2), or gracefully
+/// once the drain starts (hyper finishes what is in flight and closes idle connections).
+async fn run_connection<C>(
+    conn: C,
+    state: Arc<ConnState>,
+    (header_read, idle): (Duration, Duration),
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    remote: Option<SocketAddr>,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut closing: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let open = closing.is_none();
+        let draining = async {
+            let _ = drain.wait_for(|d| *d).await;
+        };
+        let goaway_sent = async {
+            match closing.as_mut() {
+                Some(deadline) => deadline.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(err) = ended {
+                    tracing::debug!(error = %err, remote = ?remote, "connection ended with an error");
+                }
+                return;
+            }
+            why = state.watchdog(header_read, idle), if open => {
+                tracing::debug!(?why, remote = ?remote, "connection closed by its deadline");
+                if why != Expired::Idle || !state.h2.load(Ordering::Relaxed) {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(GOAWAY_TIME)));
+            }
+            () = draining, if open => {
+                conn.as_mut().graceful_shutdown();
+                // The grace period bounds the drain; this only stops re-arming.
+                closing = Some(Box::pin(tokio::time::sleep(Duration::from_secs(86_400))));
+            }
+            () = goaway_sent => return,
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::iap::discovery::DiscoveryError;
 use crate::outbound::egress::EgressError;
 use crate::outbound::tls::TlsError;
 use crate::proxy::client_secret::SecretFileError;
-use crate::proxy::forward::UpstreamTarget;
+use crate::proxy::shared::UpstreamTarget;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]

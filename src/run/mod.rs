@@ -29,9 +29,9 @@ use crate::outbound::egress::Egress;
 use crate::outbound::tls;
 use crate::proxy::admit::Admission;
 use crate::proxy::client_secret::ClientSecret;
-use crate::proxy::forward::Shared;
 use crate::proxy::listener::{ListenAddr, Listener};
 use crate::proxy::server::{self, Drain, ServerOptions};
+use crate::proxy::shared::Shared;
 
 /// Serves `settings`' first route on `listener` (other routes and the admin listener bind
 /// their configured addresses) until `shutdown` resolves. A bad credentials file or CA
@@ -83,7 +83,7 @@ pub async fn serve_with_reload(
     );
     let tls = tls::client_config(settings.process.upstream_ca.as_deref())?;
     let egress = Egress::from_env(&env)?;
-    let clients = Clients::with_egress(tls.clone(), &egress);
+    let clients = Clients::new(tls.clone(), &egress, settings.process.upstream_liveness);
     let token_http = TokenHttp::with_egress(tls, &egress);
     let mut client_secrets = Vec::new();
     let metrics = Arc::new(Metrics::new());
@@ -111,7 +111,7 @@ pub async fn serve_with_reload(
         };
         let shared = Shared::new(
             route,
-            settings.process.max_header_bytes,
+            &settings.process,
             clients.clone(),
             tokens.clone(),
             listen_host,
@@ -147,6 +147,9 @@ pub async fn serve_with_reload(
             header_read_timeout: settings.process.header_read_timeout,
             max_header_bytes: settings.process.max_header_bytes,
             max_concurrent_requests: settings.process.max_concurrent_requests,
+            max_queued_requests: settings.process.max_queued_requests,
+            max_concurrent_streams: settings.process.max_concurrent_streams,
+            client_idle_timeout: settings.process.client_idle_timeout,
             max_connections: settings.process.max_connections,
             access_log: settings.process.access_log,
             route: name,

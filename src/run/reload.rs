@@ -35,7 +35,7 @@ use crate::outbound::clients::Clients;
 use crate::outbound::egress::Egress;
 use crate::outbound::tls;
 use crate::proxy::client_secret::ClientSecret;
-use crate::proxy::forward::Shared;
+use crate::proxy::shared::Shared;
 
 /// A file seen as a half-written one is read again after this.
 const SETTLE: Duration = Duration::from_millis(200);

@@ -84,7 +84,7 @@ async fn max_connections_is_a_setting_with_a_default() {
     };
     let env = Env::default();
     let s = load(&[], &env).unwrap();
-    assert_eq!(s.process.max_connections, 10_000);
+    assert_eq!(s.process.max_connections, 1024);
     let s = load(&["--max-connections", "3"], &env).unwrap();
     assert_eq!(s.process.max_connections, 3);
     let err = load(&["--max-connections", "0"], &env)

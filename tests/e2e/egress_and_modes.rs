@@ -98,7 +98,7 @@ async fn authorization_mode_replaces_the_clients_authorization() {
 }
 
 #[tokio::test]
-async fn iaps_401_is_retried_once_for_bodiless_requests() {
+async fn iaps_401_is_retried_once_for_requests_whose_body_is_held() {
     let w = World::new().await;
     let proxy = InProcess::start(w.settings(), w.env()).await;
     let http = client::http1();
@@ -118,7 +118,9 @@ async fn iaps_401_is_retried_once_for_bodiless_requests() {
         .collect();
     assert_eq!(seen.len(), 2);
     assert!(!seen[0].authorized() && seen[1].authorized());
-    // (A request with a body is never replayed: see token_lifecycle.rs.)
+    // A request whose body is held (up to --retry-buffer-bytes) is replayed too (see
+    // resilience.rs); one whose body was streamed is not, but still refreshes the token for
+    // the next request (see token_lifecycle.rs).
     proxy.stop().await;
 }
 

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod abuse;
 mod binary;
 mod check;
 mod connection_limit;
@@ -11,9 +12,13 @@ mod egress_and_modes;
 mod exposure;
 mod first_run;
 mod first_run_ready;
+mod nginx;
 mod operations;
+mod process;
 mod proxy;
 mod reload;
+mod resilience;
 mod soak;
 mod support_selftest;
+mod timeouts;
 mod token_lifecycle;

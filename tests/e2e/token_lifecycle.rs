@@ -107,9 +107,14 @@ async fn iap_refusing_every_token_backs_off_and_warns_once_per_token() {
 }
 
 #[tokio::test]
-async fn a_refused_post_is_not_replayed_but_the_next_one_has_a_fresh_token() {
+async fn a_refused_post_beyond_the_retry_buffer_is_not_replayed_but_the_next_one_has_a_fresh_token()
+{
     let w = World::new().await;
-    let proxy = InProcess::start(w.settings(), w.env()).await;
+    // A body held in the retry buffer is replayed (resilience.rs); one larger than the
+    // buffer is gone once sent.
+    let mut settings = w.settings();
+    settings.process.retry_buffer_bytes = 4;
+    let proxy = InProcess::start(settings, w.env()).await;
     let http = client::http1();
     assert_eq!(get(&http, &proxy.url("/warm")).await.status, StatusCode::OK);
     let post = |n: u32| {
@@ -117,7 +122,7 @@ async fn a_refused_post_is_not_replayed_but_the_next_one_has_a_fresh_token() {
             .body(client::full("payload"))
             .unwrap()
     };
-    // IAP stops accepting the held token; the POST's body is gone, so its 401 is passed on.
+    // IAP stops accepting the held token; the POST's body (7 bytes) is gone, so its 401 is passed on.
     w.upstream.reject_next_valid_tokens(1);
     let r = send(&http, post(1)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text());

@@ -75,7 +75,7 @@ fn defaults_are_the_documented_ones() {
         (p.admin_listen, p.max_sigterm_delay),
         (None, Duration::ZERO)
     );
-    assert_eq!(p.max_connections, 10_000);
+    assert_eq!(p.max_connections, 1024);
     let r = &s.routes[0];
     assert_eq!(r.name, DEFAULT_ROUTE);
     assert_eq!(r.listen.to_string(), "127.0.0.1:8080");

@@ -78,5 +78,6 @@ fn assert_one_error(errors: &[String], want: &[&str]) {
 mod credentials;
 mod first_run;
 mod layering;
+mod props;
 mod routes;
 mod validation;

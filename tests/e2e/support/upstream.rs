@@ -251,6 +251,16 @@ impl Upstream {
             }
         }
     }
+    /// Waits (bounded) until `n` requests for `path` have reached the upstream.
+    pub async fn wait_for_count(&self, path: &str, n: usize, within: Duration) {
+        let mut rx = self.shared.requests.subscribe();
+        let counted = |rs: &Vec<Recorded>| rs.iter().filter(|r| r.path == path).count() >= n;
+        let found = tokio::time::timeout(within, rx.wait_for(counted)).await;
+        assert!(
+            matches!(found, Ok(Ok(_))),
+            "fewer than {n} requests for {path} within {within:?}"
+        );
+    }
     /// Waits (bounded) for a request matching `pred` to reach the upstream; returns it.
     pub async fn wait_for(
         &self,
