@@ -6,29 +6,11 @@
 //! of the proxy's work on a small request.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, header};
 
-use super::metrics::{Metrics, RequestLabels, status_class};
-
-/// The method as a metrics label: the standard ones by name, the rest as `other`, so a
-/// client cannot grow the series count.
-pub(crate) fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
-}
+use super::request_counter::{MethodLabel, Origin, RequestCounter};
 
 /// What the access log line needs from the request, taken only when the log is on.
 pub(crate) struct RequestFacts {
@@ -58,34 +40,28 @@ impl RequestFacts {
 
 /// One answered request: counted always, logged when `facts` were taken.
 pub(crate) struct Answered<'a> {
-    pub(crate) route: &'a Arc<str>,
     pub(crate) remote: Option<SocketAddr>,
-    pub(crate) method: &'static str,
+    pub(crate) method: MethodLabel,
     pub(crate) status: u16,
-    /// Who answered: one of [`super::metrics::origin`].
-    pub(crate) origin: &'static str,
+    pub(crate) origin: Origin,
     pub(crate) response_headers: &'a HeaderMap,
     pub(crate) latency: Duration,
 }
 
-pub(crate) fn record(metrics: &Metrics, answered: &Answered<'_>, facts: Option<RequestFacts>) {
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: answered.route.clone(),
-            method: answered.method,
-            status_class: status_class(answered.status),
-            origin: answered.origin,
-        })
-        .inc();
+pub(crate) fn record(
+    counter: &RequestCounter,
+    answered: &Answered<'_>,
+    facts: Option<RequestFacts>,
+) {
+    counter.inc(answered.method, answered.status, answered.origin);
     let Some(f) = facts else {
         return;
     };
     let latency = answered.latency;
     tracing::info!(
         target: "iap_proxy::access",
-        route = %answered.route,
-        origin = answered.origin,
+        route = %counter.route(),
+        origin = answered.origin.label(),
         "httpRequest.requestMethod" = %f.method,
         "httpRequest.requestUrl" = %f.path,
         "httpRequest.status" = answered.status,

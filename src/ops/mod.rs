@@ -4,5 +4,6 @@
 pub(crate) mod access_log;
 pub(crate) mod admin;
 pub(crate) mod metrics;
+pub(crate) mod request_counter;
 pub mod telemetry;
 pub(crate) mod throttle;

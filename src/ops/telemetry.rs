@@ -33,7 +33,6 @@ const KNOWN_TARGETS: &[&str] = &[
     "rustls",
     "tokio",
     "tower",
-    "tower_http",
     "mio",
 ];
 

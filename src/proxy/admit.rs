@@ -5,15 +5,11 @@
 //! `Host`, only chunked transfer coding), ask only for upgrades the proxy tunnels, and carry
 //! the client secret when the listener has one.
 
-use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::Either;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
 
-use super::body::ResBody;
 use super::client_secret::{ClientSecret, SECRET_HEADER};
 use super::error::{ProxyError, Refused};
 use super::upgrade;
@@ -51,6 +47,17 @@ impl Admission {
             secret,
             host_warnings: Throttle::new(WARN_EVERY),
             origin_warnings: Throttle::new(WARN_EVERY),
+        }
+    }
+
+    /// The request, admitted (without the client secret), or why it goes no further.
+    pub(crate) fn admit<B>(&self, mut req: Request<B>) -> Result<Request<B>, ProxyError> {
+        match self.check(&mut req) {
+            Ok(()) => Ok(req),
+            Err(refused) => {
+                tracing::debug!(code = refused.code(), error = %refused, "request refused");
+                Err(refused)
+            }
         }
     }
 
@@ -162,48 +169,6 @@ fn transfer_coding(headers: &HeaderMap) -> Result<(), Refused> {
 }
 
 /// The layer: a refused request is answered here and goes no further.
-#[derive(Clone)]
-pub(crate) struct AdmitLayer(pub(crate) Arc<Admission>);
-
-impl<S> tower::Layer<S> for AdmitLayer {
-    type Service = Admit<S>;
-    fn layer(&self, inner: S) -> Admit<S> {
-        Admit {
-            inner,
-            admission: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Admit<S> {
-    inner: S,
-    admission: Arc<Admission>,
-}
-
-impl<S, B> tower::Service<Request<B>> for Admit<S>
-where
-    S: tower::Service<Request<B>, Response = Response<ResBody>>,
-{
-    type Response = Response<ResBody>;
-    type Error = S::Error;
-    type Future = Either<Ready<Result<Response<ResBody>, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.admission.check(&mut req) {
-            Ok(()) => Either::Right(self.inner.call(req)),
-            Err(refused) => {
-                tracing::debug!(code = refused.code(), error = %refused, "request refused");
-                Either::Left(ready(Ok(refused.into_response())))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

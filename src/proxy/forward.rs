@@ -1,12 +1,9 @@
 //! One request's way: rewrite it for the fixed upstream, put the token on it, forward it,
 //! and stream the answer back.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -21,51 +18,19 @@ use super::{headers, upgrade};
 use crate::outbound::activity::Activity;
 use crate::outbound::body::Replay;
 
-/// The per-connection service: knows the client's address for X-Forwarded-For, and its
-/// connection (whose slot a tunnel keeps).
-#[derive(Clone)]
-pub(crate) struct Proxy {
-    shared: Arc<Shared>,
+/// The upstream's answer to `req`, or the proxy's own when it could not be had.
+pub(crate) async fn serve(
+    shared: &Shared,
     client: Option<SocketAddr>,
-    conn: Arc<ConnState>,
-}
-
-impl Proxy {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        client: Option<SocketAddr>,
-        conn: Arc<ConnState>,
-    ) -> Proxy {
-        Proxy {
-            shared,
-            client,
-            conn,
+    conn: &Arc<ConnState>,
+    req: Request<Incoming>,
+) -> Response<ResBody> {
+    match forward(shared, client, conn, req).await {
+        Ok(res) => res,
+        Err(err) => {
+            tracing::warn!(code = err.code(), error = %err, "request not served by the upstream");
+            err.into_response()
         }
-    }
-}
-
-impl tower::Service<Request<Incoming>> for Proxy {
-    type Response = Response<ResBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<ResBody>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let shared = self.shared.clone();
-        let client = self.client;
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            Ok(match forward(&shared, client, &conn, req).await {
-                Ok(res) => res,
-                Err(err) => {
-                    tracing::warn!(code = err.code(), error = %err, "request not served by the upstream");
-                    err.into_response()
-                }
-            })
-        })
     }
 }
 

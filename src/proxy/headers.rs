@@ -122,6 +122,25 @@ pub(crate) fn set_token(headers: &mut HeaderMap, mode: AuthHeader, bearer: &Head
     headers.insert(name, bearer.clone());
 }
 
+/// Request headers whose values are secrets: marked so that no `Debug` output (a log line
+/// at any level, an error) shows them.
+pub(crate) const SENSITIVE_REQUEST: [HeaderName; 3] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::COOKIE,
+];
+pub(crate) const SENSITIVE_RESPONSE: [HeaderName; 1] = [header::SET_COOKIE];
+
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in names {
+        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
+
 /// HTTP/2 lets a client split `cookie` into several fields (RFC 9113 §8.2.3); an HTTP/1.1
 /// upstream must get them as one, joined with `; ` (which HTTP/2 accepts too).
 pub(crate) fn join_cookies(headers: &mut HeaderMap) {
@@ -330,5 +349,20 @@ mod tests {
         let mut one = map(&[("cookie", "a=1")]);
         join_cookies(&mut one);
         assert_eq!(one["cookie"], "a=1");
+    }
+
+    #[test]
+    fn secrets_are_marked_sensitive_and_other_headers_are_not() {
+        let mut h = map(&[
+            ("authorization", "Bearer a"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("accept", "*/*"),
+        ]);
+        mark_sensitive(&mut h, &SENSITIVE_REQUEST);
+        assert!(h.get_all("cookie").iter().all(HeaderValue::is_sensitive));
+        assert!(h["authorization"].is_sensitive());
+        assert!(!h["accept"].is_sensitive());
+        assert!(!format!("{h:?}").contains("Bearer a"));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`listener`] — TCP or Unix-socket listeners.
 //! - [`server`] — accept (up to `--max-connections`), HTTP/1.1 + h2c, drain on shutdown.
+//! - `pipeline` — a connection's service: the steps below, in order, as one service.
 //! - `observe` — metrics and the access log for every answered request.
 //! - `admit` — what a request must satisfy before anything else: Host, Origin, framing,
 //!   upgrades, the client secret (`client_secret`).
@@ -28,6 +29,7 @@ pub(crate) mod forward;
 pub(crate) mod headers;
 pub mod listener;
 mod observe;
+mod pipeline;
 mod queue;
 mod refusal;
 pub(crate) mod server;

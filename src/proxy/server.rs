@@ -9,31 +9,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, header};
+use http::{HeaderValue, Request, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
-use tower::ServiceBuilder;
-use tower_http::sensitive_headers::{
-    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
-};
-use tower_http::trace::TraceLayer;
 
-use super::admit::{Admission, AdmitLayer};
+use super::admit::Admission;
 use super::conn::{ConnSlot, ConnState, Expired};
 use super::conn_io::Watched;
 use super::error::ProxyError;
-use super::forward::Proxy;
 use super::listener::{Conn, Listener};
-use super::observe::ObserveLayer;
-use super::queue::QueueLayer;
+use super::pipeline::{Pipeline, RouteParts};
+use super::queue::Limit;
 use super::shared::Shared;
-use super::track::TrackLayer;
 use crate::ops::metrics::Metrics;
+use crate::ops::request_counter::RequestCounter;
 
 #[derive(Clone)]
 pub(crate) struct ServerOptions {
@@ -104,7 +97,13 @@ pub(crate) async fn serve(
         // GOAWAY past these; streams reset after being accepted are counted in `conn`.
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024));
-    let queue = QueueLayer::new(opts.max_concurrent_requests, opts.max_queued_requests);
+    let route = RouteParts {
+        shared: shared.clone(),
+        admission: opts.admission.clone(),
+        limit: Limit::new(opts.max_concurrent_requests, opts.max_queued_requests),
+        requests: Arc::new(RequestCounter::new(&opts.metrics, opts.route.clone())),
+        access_log: opts.access_log,
+    };
     let connections = Arc::new(Semaphore::new(opts.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     // Turns true when the drain starts: every connection then closes once idle.
@@ -128,31 +127,10 @@ pub(crate) async fn serve(
             continue;
         };
         let state = ConnState::new(ConnSlot::new(held, opts.metrics.open_connections.clone()));
-        let svc = ServiceBuilder::new()
-            .layer(TrackLayer(state.clone()))
-            .layer(SetSensitiveRequestHeadersLayer::new(sensitive()))
-            // An upstream 5xx is the app's answer: the access log and metrics have it, so no
-            // ERROR line (tower-http's default failure classification).
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_failure(()),
-            )
-            .layer(ObserveLayer::new(
-                opts.route.clone(),
-                opts.metrics.clone(),
-                remote,
-                opts.access_log,
-            ))
-            .layer(AdmitLayer(opts.admission.clone()))
-            .layer(SetSensitiveResponseHeadersLayer::new([
-                http::header::SET_COOKIE,
-            ]))
-            .layer(queue.clone())
-            .service(Proxy::new(shared.clone(), remote, state.clone()));
+        let svc = Pipeline::new(route.clone(), state.clone(), remote);
         let io = Watched::new(stream, state.clone(), opts.max_header_bytes);
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
             .into_owned();
         let deadlines = (opts.header_read_timeout, opts.client_idle_timeout);
         tokio::spawn(run_connection(
@@ -244,12 +222,6 @@ async fn run_connection<C>(
     }
 }
 
-/// The request's span: the path without its query, which often carries signed-URL
-/// secrets or identifiers.
-fn request_span<B>(req: &http::Request<B>) -> tracing::Span {
-    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), version = ?req.version())
-}
-
 /// Answers a connection past `--max-connections` with a 503 `too-many-connections` (HTTP/1.1
 /// or h2c, whichever the client speaks) and closes it.
 fn refuse(
@@ -277,12 +249,4 @@ fn refuse(
         let _slot = slot;
         let _ = tokio::time::timeout(REFUSAL_TIME, conn).await;
     });
-}
-
-fn sensitive() -> [HeaderName; 3] {
-    [
-        http::header::AUTHORIZATION,
-        http::header::PROXY_AUTHORIZATION,
-        http::header::COOKIE,
-    ]
 }

@@ -1,44 +1,45 @@
-//! The outermost layer of a connection's service: marks each request in flight until its
+//! The first and last step of a connection's service: marks each request in flight until its
 //! response body is over (so the connection's watchdog knows when it is idle), counts the
 //! response heads the service produced (so `conn_io` can tell hyper's own answers from
 //! ours), and reports streams the client cancelled before their answer.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::conn::{ConnState, InFlight};
 
-#[derive(Clone)]
-pub(crate) struct TrackLayer(pub(crate) Arc<ConnState>);
-
-impl<S> tower::Layer<S> for TrackLayer {
-    type Service = Track<S>;
-    fn layer(&self, inner: S) -> Track<S> {
-        Track {
-            inner,
-            state: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct Track<S> {
-    inner: S,
-    state: Arc<ConnState>,
-}
-
-/// A request until its future completes: dropped before that, the stream was cancelled.
-struct Pending {
+/// A request until its answer is produced: dropped before that, the stream was cancelled.
+pub(crate) struct Pending {
     state: Arc<ConnState>,
     opened: Instant,
     in_flight: Option<InFlight>,
+}
+
+impl Pending {
+    pub(crate) fn start(state: &Arc<ConnState>) -> Pending {
+        Pending {
+            in_flight: Some(state.request_started()),
+            state: state.clone(),
+            opened: Instant::now(),
+        }
+    }
+
+    /// The answer, its request kept in flight until its body is over.
+    pub(crate) fn respond<RB>(mut self, res: Response<RB>) -> Response<TrackedBody<RB>> {
+        self.state.produced.fetch_add(1, Ordering::AcqRel);
+        let in_flight = self.in_flight.take();
+        res.map(|inner| TrackedBody {
+            inner,
+            _in_flight: in_flight,
+        })
+    }
 }
 
 impl Drop for Pending {
@@ -46,41 +47,6 @@ impl Drop for Pending {
         if self.in_flight.is_some() {
             self.state.stream_cancelled(self.opened.elapsed());
         }
-    }
-}
-
-impl<S, B, RB> tower::Service<Request<B>> for Track<S>
-where
-    S: tower::Service<Request<B>, Response = Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<TrackedBody<RB>>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<TrackedBody<RB>>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let mut pending = Pending {
-            in_flight: Some(self.state.request_started()),
-            state: self.state.clone(),
-            opened: Instant::now(),
-        };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await?;
-            pending
-                .state
-                .produced
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            let in_flight = pending.in_flight.take();
-            Ok(res.map(|inner| TrackedBody {
-                inner,
-                _in_flight: in_flight,
-            }))
-        })
     }
 }
 
