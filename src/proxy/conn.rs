@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 /// A connection's place under `--max-connections` and in the open-connections gauge. The
@@ -60,7 +60,6 @@ pub(crate) struct ConnState {
     /// Set when the client must be told to calm down; `waker` wakes the connection's I/O.
     pub(crate) calm: AtomicBool,
     pub(crate) waker: AtomicWaker,
-    changed: Notify,
 }
 
 /// Why the watchdog closed a connection.
@@ -88,7 +87,6 @@ impl ConnState {
             premature_resets: AtomicU64::new(0),
             calm: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-            changed: Notify::new(),
         })
     }
 
@@ -113,7 +111,6 @@ impl ConnState {
         {
             self.read_while_idle_ms
                 .store(self.now_ms(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -140,13 +137,17 @@ impl ConnState {
 
     /// Resolves when the connection should be closed: no complete request head within
     /// `header_read`, or idle between requests for `idle`.
+    ///
+    /// It is not told of each request: any deadline an event sets (a request ending, the
+    /// first byte of the next head) lies at least `min(header_read, idle)` after the event,
+    /// so looking that often, and at each deadline, closes on time. Being woken twice per
+    /// request cost a notification, a timer and a poll of the whole connection each time.
     pub(crate) async fn watchdog(&self, header_read: Duration, idle: Duration) -> Expired {
         let header_read = u64::try_from(header_read.as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let period = header_read.min(idle).max(1);
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            let now = self.now_ms();
             let deadline = if self.in_flight.load(Ordering::Acquire) > 0 {
                 None
             } else if self.started.load(Ordering::Relaxed) == 0 {
@@ -162,17 +163,13 @@ impl ConnState {
                     first => Some((first.saturating_add(header_read), Expired::HeaderRead)),
                 }
             };
-            match deadline {
-                None => changed.await,
-                Some((at, why)) if self.now_ms() >= at => return why,
-                Some((at, _)) => {
-                    let at = self.accepted + Duration::from_millis(at);
-                    tokio::select! {
-                        () = changed => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
-                }
-            }
+            let next_look = now.saturating_add(period);
+            let wake = match deadline {
+                Some((at, why)) if now >= at => return why,
+                Some((at, _)) => at.min(next_look),
+                None => next_look,
+            };
+            tokio::time::sleep_until(self.accepted + Duration::from_millis(wake)).await;
         }
     }
 }
@@ -184,9 +181,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let state = &self.0;
         state.idle_since_ms.store(state.now_ms(), Ordering::Relaxed);
-        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            state.changed.notify_one();
-        }
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

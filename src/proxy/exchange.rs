@@ -236,7 +236,10 @@ async fn attempt(
             std::future::pending::<()>().await;
         }
     };
+    // In this order: a pooled connection is checked out in `sending`'s first poll, so
+    // `not_sent` then finds it assigned and never arms its timer.
     let result = tokio::select! {
+        biased;
         sent = sending => sent.map_err(Unanswered::Failed),
         () = upstream_timeout => Err(Unanswered::Timeout),
         () = stalled => Err(Unanswered::Idle),
