@@ -8,6 +8,7 @@
 //! being held.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 
@@ -17,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use super::activity::Activity;
 
@@ -33,8 +34,11 @@ pub(crate) struct Replay<B> {
     /// Bytes read from the client (replays are not counted again).
     counter: Counter,
     activity: Activity,
-    /// Turns true once the client's body has ended: `--upstream-timeout` starts then.
-    ended: watch::Sender<bool>,
+    /// True once the client's body has ended: `--upstream-timeout` starts then. A flag and
+    /// a Notify rather than a watch channel: most requests have no body, and a watch
+    /// channel's drop wakes its eight notifiers on every request.
+    ended: AtomicBool,
+    body_ends: Notify,
 }
 
 struct State<B> {
@@ -80,7 +84,8 @@ impl<B: Body<Data = Bytes> + Unpin> Replay<B> {
             limit,
             counter,
             activity,
-            ended: watch::channel(ended).0,
+            ended: AtomicBool::new(ended),
+            body_ends: Notify::new(),
         })
     }
 
@@ -118,9 +123,25 @@ impl<B: Body<Data = Bytes> + Unpin> Replay<B> {
                 || rest.is_some_and(|r| (st.held as u64).saturating_add(r) <= self.limit as u64))
     }
 
+    /// Whether the client's body has ended.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
     /// Resolves once the client's body has ended.
-    pub(crate) fn ended(&self) -> watch::Receiver<bool> {
-        self.ended.subscribe()
+    pub(crate) async fn ended(&self) {
+        loop {
+            let ends = self.body_ends.notified();
+            if self.has_ended() {
+                return;
+            }
+            ends.await;
+        }
+    }
+
+    fn mark_ended(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.body_ends.notify_waiters();
     }
 }
 
@@ -177,13 +198,13 @@ where
                 }
                 if frame.is_trailers() || st.source.is_end_stream() {
                     st.ended = true;
-                    replay.ended.send_replace(true);
+                    replay.mark_ended();
                 }
             }
             None => {
                 st.ended = true;
                 this.trailers_sent = true;
-                replay.ended.send_replace(true);
+                replay.mark_ended();
             }
             Some(Err(_)) => st.dropped = true,
         }

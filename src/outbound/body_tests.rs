@@ -38,10 +38,10 @@ async fn a_small_body_is_sent_again_whole_with_its_trailers() {
         counter.clone(),
         Activity::new(),
     );
-    let ended = replay.ended();
-    assert!(!*ended.borrow());
+    assert!(!replay.has_ended());
     let (first, t1) = collect(replay.attempt().unwrap()).await;
-    assert!(*ended.borrow(), "the client's body ended");
+    assert!(replay.has_ended(), "the client's body ended");
+    replay.ended().await;
     let (second, t2) = collect(replay.attempt().unwrap()).await;
     assert_eq!(
         (first.as_ref(), second.as_ref()),
@@ -129,7 +129,7 @@ async fn empty_and_known_length_bodies_keep_their_framing() {
         body.is_end_stream(),
         "no chunked framing for a bodiless request"
     );
-    assert!(*replay.ended().borrow());
+    assert!(replay.has_ended());
     let replay = Replay::new(
         Full::new(Bytes::from_static(b"xyz")),
         0,
@@ -143,4 +143,25 @@ async fn empty_and_known_length_bodies_keep_their_framing() {
         !replay.replayable(),
         "a zero buffer replays only bodiless requests"
     );
+}
+
+#[tokio::test]
+async fn a_wait_for_the_end_of_the_body_wakes_when_it_ends() {
+    let replay = Replay::new(
+        streamed(&[b"ab"], false),
+        10,
+        Counter::default(),
+        Activity::new(),
+    );
+    let waiter = tokio::spawn({
+        let replay = replay.clone();
+        async move { replay.ended().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "the body has not ended yet");
+    collect(replay.attempt().unwrap()).await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("woken when the body ended")
+        .unwrap();
 }

@@ -19,7 +19,6 @@ use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::body::ResBody;
@@ -95,7 +94,7 @@ pub(super) async fn exchange(
         *out.headers_mut() = head.headers.clone();
         let mut captured = capture_connection(&mut out);
         let waits = Waits {
-            body_ended: replay.ended(),
+            replay,
             until: &until,
             activity,
         };
@@ -184,7 +183,7 @@ fn failed(
 /// What an attempt waits on besides the upstream: the end of the client's body, the
 /// request's upstream deadline (once that body ended), the stream's activity.
 struct Waits<'a> {
-    body_ended: watch::Receiver<bool>,
+    replay: &'a Replay<Incoming>,
     until: &'a OnceLock<Instant>,
     activity: &'a Activity,
 }
@@ -198,7 +197,7 @@ async fn attempt(
     captured: &mut CaptureConnection,
 ) -> Result<Response<Incoming>, Unanswered> {
     let Waits {
-        mut body_ended,
+        replay,
         until,
         activity,
     } = waits;
@@ -206,10 +205,9 @@ async fn attempt(
     let sending = http.request(out);
     let timeout = shared.upstream_timeout;
     let idle = shared.stream_idle;
-    let mut ended_rx = body_ended.clone();
     // --upstream-timeout: from the end of the client's body to the response head.
     let upstream_timeout = async move {
-        let _ = ended_rx.wait_for(|ended| *ended).await;
+        replay.ended().await;
         let deadline = *until.get_or_init(|| Instant::now() + timeout);
         tokio::time::sleep_until(deadline).await;
     };
@@ -218,12 +216,11 @@ async fn attempt(
         let Some(limit) = idle else {
             return std::future::pending().await;
         };
-        let ended = async {
-            // The watch guard is dropped here, not held across the wait below.
-            let _ = body_ended.wait_for(|ended| *ended).await;
-        };
+        if replay.has_ended() {
+            return std::future::pending().await;
+        }
         tokio::select! {
-            () = ended => std::future::pending().await,
+            () = replay.ended() => std::future::pending().await,
             () = activity.idle_for(limit) => {}
         }
     };
