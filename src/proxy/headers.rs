@@ -38,6 +38,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) 
     } else {
         Vec::new()
     };
+    // One pass over the names present (a handful) instead of a hashed removal per
+    // hop-by-hop name: most messages carry none of them.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k) || *k == header::UPGRADE || named.contains(k))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
+        return;
+    }
     let wants_trailers = keep_te_trailers
         && headers
             .get_all(header::TE)
@@ -45,10 +55,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) 
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &doomed {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
