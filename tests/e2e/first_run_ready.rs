@@ -90,6 +90,11 @@ async fn without_a_token_the_warning_points_at_check() {
         .wait_for_stderr(1, WITHIN, |l| l.contains("no ID token yet"))
         .await;
     assert!(warned[0].contains("iap-proxy check"), "{}", warned[0]);
+    // Each failed fetch's own warning points there too.
+    let failed = proxy
+        .wait_for_stderr(1, WITHIN, |l| l.contains("ID token fetch failed"))
+        .await;
+    assert!(failed[0].contains("iap-proxy check"), "{}", failed[0]);
     let out = proxy.stderr();
     assert!(
         out.contains("found_by=IAP_PROXY_CREDENTIALS"),

@@ -262,7 +262,8 @@ impl Ctx {
             attempt = s.failures,
             retry_in_secs = delay.as_secs_f64(),
             holding_valid_token = holding,
-            "ID token fetch failed"
+            "ID token fetch failed; `iap-proxy check` with the same flags, variables and config \
+             file explains the usual causes"
         );
         let error = Arc::new(err);
         self.tx.send_modify(|state| {
