@@ -276,7 +276,9 @@ async fn a_broken_replacement_keeps_the_old_key_working_and_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_ca_file_gives_new_upstream_connections_the_new_roots() {
     let google = FakeGoogle::start().await;
-    let mut old = Upstream::start(UpstreamOptions::new(&google, AUDIENCE)).await;
+    // Its port is taken again after a stop: outside the range other tests' sockets get.
+    let mut old =
+        Upstream::start_outside_ephemeral_range(UpstreamOptions::new(&google, AUDIENCE)).await;
     let dir = temp_dir();
     let key = google.service_account_key_file(dir.path(), SA_EMAIL);
     let ca = write_file(dir.path(), "ca.pem", std::fs::read(old.ca_path()).unwrap());

@@ -142,6 +142,23 @@ impl Upstream {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind upstream");
+        Upstream::start_on(listener, opts)
+    }
+
+    /// [`Upstream::start`] on a port below Linux's ephemeral range (32768–60999), so that
+    /// once it stops, [`Upstream::start_at`] can take the port again: no other test's
+    /// port-0 listener or outgoing connection is given it meanwhile.
+    pub async fn start_outside_ephemeral_range(opts: UpstreamOptions) -> Self {
+        for _ in 0..200 {
+            let port = 20_000 + rand::random::<u16>() % 12_000;
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)).await {
+                return Upstream::start_on(listener, opts);
+            }
+        }
+        panic!("no free port in 20000..32000 after 200 tries");
+    }
+
+    fn start_on(listener: TcpListener, opts: UpstreamOptions) -> Self {
         let port = listener.local_addr().expect("local addr").port();
         let ca = TestCa::new();
         let dir = super::fixture::temp_dir();
