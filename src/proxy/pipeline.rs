@@ -25,20 +25,20 @@ use super::shared::Shared;
 use super::track::{Pending, TrackedBody};
 use crate::ops::request_counter::RequestCounter;
 
-/// What every connection of a route shares.
-#[derive(Clone)]
+/// What every connection of a route shares: behind one `Arc`, so a request takes one
+/// reference to all of it.
 pub(crate) struct RouteParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) limit: Limit,
-    pub(crate) requests: Arc<RequestCounter>,
+    pub(crate) requests: RequestCounter,
     /// `--access-log`.
     pub(crate) access_log: bool,
 }
 
 /// One client connection's service.
 pub(crate) struct Pipeline {
-    route: RouteParts,
+    route: Arc<RouteParts>,
     conn: Arc<ConnState>,
     /// The client, for X-Forwarded-For and the access log (none on a Unix socket).
     remote: Option<SocketAddr>,
@@ -46,7 +46,7 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     pub(crate) fn new(
-        route: RouteParts,
+        route: Arc<RouteParts>,
         conn: Arc<ConnState>,
         remote: Option<SocketAddr>,
     ) -> Pipeline {

@@ -11,7 +11,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::error::ProxyError;
 
 /// The limit one route's connections share.
-#[derive(Clone)]
 pub(crate) struct Limit {
     permits: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,

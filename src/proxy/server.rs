@@ -97,13 +97,13 @@ pub(crate) async fn serve(
         // GOAWAY past these; streams reset after being accepted are counted in `conn`.
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024));
-    let route = RouteParts {
+    let route = Arc::new(RouteParts {
         shared: shared.clone(),
         admission: opts.admission.clone(),
         limit: Limit::new(opts.max_concurrent_requests, opts.max_queued_requests),
-        requests: Arc::new(RequestCounter::new(&opts.metrics, opts.route.clone())),
+        requests: RequestCounter::new(&opts.metrics, opts.route.clone()),
         access_log: opts.access_log,
-    };
+    });
     let connections = Arc::new(Semaphore::new(opts.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     // Turns true when the drain starts: every connection then closes once idle.
